@@ -1,0 +1,118 @@
+"""The LIBERO env under OpenVLA's conventions, and the worker pool, on the real simulator."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import rollout
+
+ONE_TASK_PER_SUITE = [("libero_spatial", 0), ("libero_object", 0), ("libero_goal", 8), ("libero_10", 0), ("libero_90", 0)]
+
+
+def bddl(suite, task_id):
+    return rollout.task_bddl_path(rollout.get_task(suite, task_id))
+
+
+@pytest.mark.parametrize("suite,task_id", ONE_TASK_PER_SUITE)
+def test_each_suite_constructs_resets_and_steps_past_the_wait(suite, task_id):
+    init_states = rollout.get_init_states(suite, task_id)
+    assert init_states.shape[0] == 50
+    env = rollout.make_env(bddl(suite, task_id), render=False, horizon=100)
+    obs = rollout.reset_env(env, init_states[0])
+    assert env.env.timestep == rollout.NUM_WAIT_STEPS
+    state = rollout.build_reward_state(env, obs, step=0, success=False)
+    # The wait steps let dropped objects come to rest on the table (z near 0.9 m, not still falling).
+    velocities = env.env.sim.data.qvel
+    assert np.abs(velocities).max() < 0.5
+    for _ in range(5):
+        obs, reward, done, info = env.step(np.zeros(7))
+    assert obs["robot0_eef_pos"].shape == (3,) and not done
+    assert state["goal"] and all(not g["satisfied"] for g in state["goal"])
+    env.close()
+
+
+def test_unknown_suite_and_task_id_are_explained():
+    with pytest.raises(ValueError, match="unknown suite 'libero_gaol'.*libero_goal"):
+        rollout.get_task("libero_gaol", 0)
+    with pytest.raises(ValueError, match="--task-id 10 .*tasks 0..9"):
+        rollout.get_task("libero_goal", 10)
+
+
+def test_stepping_to_the_cap_raises_nothing_although_robosuite_would():
+    max_steps = 40
+    env = rollout.make_env(bddl("libero_goal", 8), render=False, horizon=rollout.env_horizon(max_steps))
+    rollout.reset_env(env, rollout.get_init_states("libero_goal", 8)[0])
+    for _ in range(max_steps):
+        env.step(np.zeros(7))
+    # The horizon trap that env_horizon avoids: past robosuite's own horizon the next step raises.
+    for _ in range(env.env.horizon - env.env.timestep):
+        env.step(np.zeros(7))
+    with pytest.raises(ValueError, match="terminated episode"):
+        env.step(np.zeros(7))
+
+
+def render_with_bowl_at(env, position):
+    """The policy's view (preprocessed) with the bowl moved to `position` (or far out of view)."""
+    joint = env.env.objects_dict["akita_black_bowl_1"].joints[-1]
+    env.env.sim.data.set_joint_qpos(joint, np.concatenate([position, [1.0, 0, 0, 0]]))
+    obs = env.regenerate_obs_from_state(env.get_sim_state())
+    return rollout.preprocess_image(obs["agentview_image"]).astype(int)
+
+
+def centroid_of_change(image, baseline):
+    rows, cols = np.nonzero(np.abs(image - baseline).sum(-1) > 60)
+    assert len(rows) > 20, "the moved object is not visible"
+    return rows.mean(), cols.mean()
+
+
+def test_policy_image_is_upright():
+    env = rollout.make_env(bddl("libero_goal", 8), render=True, horizon=100)
+    rollout.reset_env(env, rollout.get_init_states("libero_goal", 8)[0])
+    baseline = render_with_bowl_at(env, np.array([5.0, 5.0, 0.0]))
+    low = centroid_of_change(render_with_bowl_at(env, np.array([0.0, 0.0, 0.95])), baseline)
+    high = centroid_of_change(render_with_bowl_at(env, np.array([0.0, 0.0, 1.25])), baseline)
+    left = centroid_of_change(render_with_bowl_at(env, np.array([0.0, 0.15, 0.95])), baseline)
+    assert high[0] < low[0] - 10, "higher in the world must be higher in the image"
+    # The agentview camera faces the robot, so the world's +y is the viewer's left. A plain vertical flip
+    # (instead of the 180-degree rotation) would pass the check above and fail this one.
+    assert left[1] < low[1] - 10
+    assert rollout.preprocess_image(np.zeros((256, 256, 3), np.uint8)).shape == (224, 224, 3)
+    env.close()
+
+
+def spec(max_steps=20):
+    return rollout.EnvSpec(bddl("libero_goal", 8), rollout.env_horizon(max_steps), camera_size=128)
+
+
+def test_envs_reset_to_the_same_init_state_observe_the_same():
+    pool = rollout.EnvPool(2)
+    try:
+        init_state = rollout.get_init_states("libero_goal", 8)[3]
+        first, second = pool.reset([0, 1], spec(), init_state, "put_the_bowl_on_the_plate")
+        np.testing.assert_array_equal(first["image"], second["image"])
+        np.testing.assert_array_equal(first["state"]["eef_pos"], second["state"]["eef_pos"])
+        for name, entry in first["state"]["objects"].items():
+            np.testing.assert_array_equal(entry["pos"], second["state"]["objects"][name]["pos"])
+        # ... and a different init state looks different.
+        other = pool.reset([0], spec(), rollout.get_init_states("libero_goal", 8)[4], "")[0]
+        assert np.abs(other["image"].astype(int) - first["image"]).max() > 0
+    finally:
+        pool.close()
+
+
+def test_a_hung_worker_times_out_and_is_replaced(capfd):
+    pool = rollout.EnvPool(2, step_timeout=5.0)
+    try:
+        init_state = rollout.get_init_states("libero_goal", 8)[0]
+        pool.reset([0, 1], spec(), init_state, "put_the_bowl_on_the_plate")
+        hung_pid = pool.workers[0].pid
+        os.kill(hung_pid, signal.SIGSTOP)
+        results = pool.step([0, 1], np.zeros((2, 7)))
+        assert results[0] is None and results[1] is not None
+        assert "no reply within 5 s" in capfd.readouterr().err
+        assert pool.workers[0].pid != hung_pid and pool.restarts == 1
+        assert all(r is not None for r in pool.reset([0, 1], spec(), init_state, ""))
+    finally:
+        pool.close()
