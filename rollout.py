@@ -32,6 +32,7 @@ from typing import Callable, Literal, Optional
 import imageio
 import numpy as np
 import torch
+import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does: the other order segfaults)
 import tyro
 from libero.libero import benchmark, get_libero_path
 from libero.libero.envs import OffScreenRenderEnv
@@ -751,6 +752,13 @@ class Group:
         np.savez(path, **arrays, meta=json.dumps(meta))
 
 
+def still_running(live: np.ndarray, success: np.ndarray, termination: str) -> np.ndarray:
+    """first-success (the paper): one success stops every env; independent: only the successful one."""
+    if termination == "first-success" and success.any():
+        return np.zeros_like(live)
+    return live & ~success
+
+
 def collect_group(
     policy: VLAPolicy,
     pool: EnvPool,
@@ -764,8 +772,12 @@ def collect_group(
     camera_size: int = 256,
     seed: int = 0,
     progress: bool = False,
+    init_state: Optional[np.ndarray] = None,
 ) -> Group:
-    """Run the pool's N envs from one init state with the policy; see `Group` for what comes back."""
+    """Run the pool's N envs from one init state with the policy; see `Group` for what comes back.
+
+    `init_state` (a flattened MuJoCo state) overrides the task's fixed init state `init_state_id`.
+    """
     if termination not in ("first-success", "independent"):
         raise ValueError(f"unknown termination {termination!r}; use first-success or independent")
     task = get_task(suite, task_id)
@@ -774,7 +786,9 @@ def collect_group(
     timing = dict.fromkeys(("simulation", "policy", "reward"), 0.0)
     start = time.perf_counter()
 
-    results = pool.reset(list(range(n)), spec, get_init_states(suite, task_id)[init_state_id], task.name)
+    if init_state is None:
+        init_state = get_init_states(suite, task_id)[init_state_id]
+    results = pool.reset(list(range(n)), spec, init_state, task.name)
     timing["simulation"] += time.perf_counter() - start
     live = np.array([r is not None for r in results])
     failed = ~live
@@ -817,9 +831,7 @@ def collect_group(
             success[i] |= result["done"]
         timing["reward"] += time.perf_counter() - tick
 
-        if termination == "first-success" and success.any():
-            live[:] = False
-        live &= ~success
+        live = still_running(live, success, termination)
 
     timing["total"] = time.perf_counter() - start
     timing["other"] = timing["total"] - timing["simulation"] - timing["policy"] - timing["reward"]

@@ -1,0 +1,121 @@
+"""collect_group on the real simulator with the tiny VLA, worker crashes, and the rollout.py CLI."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import rollout
+
+from conftest import ROOT
+
+SUITE, TASK_ID = "libero_goal", 8
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = rollout.EnvPool(2, step_timeout=60.0)
+    yield pool
+    pool.close()
+
+
+def eef_height_reward():
+    return rollout.RewardFn(lambda state, info: float(state["eef_pos"][2]), "eef-height", "-")
+
+
+def test_group_has_every_field_the_trainer_needs(tiny_policy, pool):
+    torch.manual_seed(0)
+    group = rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, eef_height_reward(), max_steps=6, camera_size=128)
+    n, t = 2, 6
+    assert group.images.shape == (n, t, 224, 224, 3) and group.images.dtype == np.uint8
+    assert group.tokens.shape == (n, t, 7) and group.log_probs.shape == (n, t)
+    assert group.rewards.shape == (n, t) and group.mask.all() and list(group.lengths) == [6, 6]
+    assert not group.success.any() and not group.failed.any()
+    assert ((group.tokens >= rollout.ACTION_TOKEN_BEGIN) & (group.tokens < rollout.VOCAB_SIZE)).all()
+    # The reward is the real eef height after each step: near the start height and changing as the arm moves.
+    assert np.all((group.rewards > 0.8) & (group.rewards < 1.6)) and np.ptp(group.rewards) > 0
+    assert set(group.timing) == {"simulation", "policy", "reward", "other", "total"}
+    assert group.timing["total"] >= group.timing["simulation"] > 0
+    # The stored log-probs are the ones the trainer will recompute from the stored images.
+    rescored = tiny_policy.log_prob(group.images[:, 2], group.instruction, group.tokens[:, 2]).detach().numpy()
+    np.testing.assert_allclose(rescored, group.log_probs[:, 2], atol=1e-4)
+
+
+def test_termination_modes():
+    live, success = np.array([True, True, False, True]), np.array([False, True, False, False])
+    assert list(rollout.still_running(live, success, "first-success")) == [False] * 4
+    assert list(rollout.still_running(live, success, "independent")) == [True, False, False, True]
+    nobody = np.zeros(4, bool)
+    assert list(rollout.still_running(live, nobody, "first-success")) == list(live)
+
+
+def test_a_real_success_ends_the_trajectory_in_both_modes(tiny_policy, pool):
+    # The bowl is put on the plate before the rollout, so LIBERO's own `done` holds after the first step.
+    init_state = bowl_on_plate_state()
+    for termination in ("first-success", "independent"):
+        group = rollout.collect_group(
+            tiny_policy, pool, SUITE, TASK_ID, 0, eef_height_reward(), 5, termination=termination,
+            camera_size=128, init_state=init_state,
+        )  # fmt: skip
+        assert group.success.all() and list(group.lengths) == [1, 1] and group.mask.shape == (2, 1)
+
+
+def bowl_on_plate_state():
+    env = rollout.make_env(rollout.task_bddl_path(rollout.get_task(SUITE, TASK_ID)), render=False, horizon=100)
+    rollout.reset_env(env, rollout.get_init_states(SUITE, TASK_ID)[0])
+    plate = env.env.sim.data.body_xpos[env.env.obj_body_id["plate_1"]].copy()
+    joint = env.env.objects_dict["akita_black_bowl_1"].joints[-1]
+    env.env.sim.data.set_joint_qpos(joint, np.concatenate([plate + [0, 0, 0.02], [1.0, 0, 0, 0]]))
+    env.env.sim.forward()
+    for _ in range(20):
+        env.step(np.zeros(7))
+    assert env.env._check_success()
+    state = env.get_sim_state()
+    env.close()
+    return state
+
+
+def test_a_worker_killed_mid_rollout_is_reported_and_replaced(tiny_policy, pool, capfd):
+    killed = {}
+
+    def kill_env1_at_step_3(state, info):
+        if state["step"] == 3 and not killed:
+            killed["pid"] = pool.workers[1].pid
+            os.kill(killed["pid"], signal.SIGKILL)
+        return 0.0
+
+    reward_fn = rollout.RewardFn(kill_env1_at_step_3, "killer", "-")
+    group = rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, reward_fn, max_steps=6, camera_size=128)
+    assert list(group.failed) == [False, True]
+    assert list(group.lengths) == [6, 3] and list(group.mask.sum(1)) == [6, 3]
+    err = capfd.readouterr().err
+    assert "env 1 failed on task 'put_the_bowl_on_the_plate'" in err and "worker process died" in err
+    assert pool.workers[1].pid != killed["pid"] and pool.workers[1].is_alive()
+    # The replacement works: the next group completes on both envs.
+    group = rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, eef_height_reward(), 2, camera_size=128)
+    assert not group.failed.any() and list(group.lengths) == [2, 2]
+
+
+def test_a_broken_reward_stops_the_collection(tiny_policy, pool):
+    reward_fn = rollout.RewardFn(lambda state, info: state["objects"]["no_such_object"], "broken.py", "-")
+    with pytest.raises(rollout.RewardFileError, match="broken.py raised KeyError.*at step 1"):
+        rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, reward_fn, 3, camera_size=128)
+
+
+def test_cli_end_to_end_writes_the_group_and_videos(tiny_cache, tmp_path):
+    command = [
+        sys.executable, "rollout.py", "--suite", SUITE, "--task-id", str(TASK_ID), "--num-envs", "2",
+        "--max-steps", "4", "--model", "tiny", "--video", "--camera-size", "128", "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    data = np.load(run_dir / "group.npz")
+    assert data["tokens"].shape == (2, 4, 7) and data["mask"].all()
+    videos = sorted(p.name for p in run_dir.glob("*.mp4"))
+    assert videos == ["env0.mp4", "env1.mp4"] and all((run_dir / v).stat().st_size > 1000 for v in videos)
+    assert "env 0:" in result.stdout and "steps/s" in result.stdout and "put the bowl on the plate" in result.stdout
