@@ -20,6 +20,7 @@ import io
 import json
 import math
 import multiprocessing as mp
+import signal
 import sys
 import time
 import traceback
@@ -374,6 +375,11 @@ def reset_env(env, init_state: np.ndarray) -> dict:
     """Reset to a fixed init state, then let the dropped objects settle."""
     env.reset()
     obs = env.set_init_state(init_state)
+    # A soft reset keeps state that the saved MuJoCo state does not cover: the solver's warm start and the
+    # gripper's integrated command. Clear both so a reused env replays a fresh one exactly.
+    env.sim.data.qacc_warmstart[:] = 0
+    for robot in env.robots:
+        robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
     for _ in range(NUM_WAIT_STEPS):
         obs, _, _, _ = env.step(WAIT_ACTION)
     return obs
@@ -466,6 +472,7 @@ def run_env_command(slot: dict, command: str, payload):
 
 def env_worker(conn) -> None:
     """Worker process main loop: one env, commands in, observations (or an error text) out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which saves and closes us
     slot = {}
     while True:
         try:
@@ -559,10 +566,13 @@ class EnvPool:
             results.append(value)
         return results
 
-    def reset(self, ids: list, spec: EnvSpec, init_state: np.ndarray, task_label: str = "") -> list:
-        """Reset envs `ids` to one init state (the wait steps included); None marks a failed env."""
+    def reset(self, ids: list, spec: EnvSpec, init_states, task_label: str = "") -> list:
+        """Reset envs `ids` (wait steps included) to one shared init state, or to a list with one state per
+        env; None marks a failed env."""
         self.task_label = task_label
-        return self._run(ids, "reset", [(spec, init_state)] * len(ids), self.reset_timeout)
+        if isinstance(init_states, np.ndarray) and init_states.ndim == 1:
+            init_states = [init_states] * len(ids)
+        return self._run(ids, "reset", [(spec, state) for state in init_states], self.reset_timeout)
 
     def step(self, ids: list, actions: np.ndarray) -> list:
         """Step envs `ids` in parallel, one action each; None marks a failed env."""

@@ -116,3 +116,22 @@ def test_a_hung_worker_times_out_and_is_replaced(capfd):
         assert all(r is not None for r in pool.reset([0, 1], spec(), init_state, ""))
     finally:
         pool.close()
+
+
+def test_a_reused_env_replays_exactly_like_a_fresh_one():
+    # Soft resets keep the gripper's integrated command and the solver warm start unless reset_env clears them.
+    init_state = rollout.get_init_states("libero_goal", 8)[0]
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(5, 7))
+
+    def replay(env):
+        rollout.reset_env(env, init_state)
+        for action in actions:
+            env.step(action)
+        return env.get_sim_state().copy()
+
+    used = rollout.make_env(bddl("libero_goal", 8), render=False, horizon=200)
+    replay(used)
+    for action in np.random.default_rng(1).uniform(-1, 1, size=(30, 7)):
+        used.step(action)
+    fresh = rollout.make_env(bddl("libero_goal", 8), render=False, horizon=200)
+    np.testing.assert_array_equal(replay(used), replay(fresh))
