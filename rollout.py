@@ -352,7 +352,7 @@ def task_bddl_path(task) -> str:
     return os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
 
 
-def make_env(bddl_file: str, render: bool = True, camera_size: int = 256, horizon: int = 1000, seed: int = 0):
+def make_env(bddl_file: str, render: bool = True, camera_size: int = 256, horizon: int = 1000):
     """A LIBERO env; without rendering it serves reward-state checks at several times the speed."""
     common = dict(bddl_file_name=bddl_file, horizon=horizon, hard_reset=False)  # soft resets: 0.25 s, not 2.5 s
     if render:
@@ -362,7 +362,6 @@ def make_env(bddl_file: str, render: bool = True, camera_size: int = 256, horizo
         )
     else:
         env = ControlEnv(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, **common)
-    env.seed(seed)
     return env
 
 
@@ -371,8 +370,14 @@ def env_horizon(max_steps: int) -> int:
     return max_steps + NUM_WAIT_STEPS + 10
 
 
-def reset_env(env, init_state: np.ndarray) -> dict:
-    """Reset to a fixed init state, then let the dropped objects settle."""
+def reset_env(env, init_state: np.ndarray, seed: int = 0) -> dict:
+    """Reset to a fixed init state, then let the dropped objects settle.
+
+    LIBERO's init states do not cover fixture placements (cabinet, stove, rack live in the model, not the
+    state), and every reset re-samples them from numpy's global RNG. Reseeding first makes an episode a
+    function of (init state, seed) alone, whichever worker runs it and whatever it ran before.
+    """
+    env.seed(seed)
     env.reset()
     obs = env.set_init_state(init_state)
     # A soft reset keeps state that the saved MuJoCo state does not cover: the solver's warm start and the
@@ -460,9 +465,9 @@ def run_env_command(slot: dict, command: str, payload):
         if slot.get("spec") != spec:
             if slot.get("env") is not None:
                 slot["env"].close()
-            slot["env"], slot["spec"] = make_env(spec.bddl_file, spec.render, spec.camera_size, spec.horizon, spec.seed), spec
+            slot["env"], slot["spec"] = make_env(spec.bddl_file, spec.render, spec.camera_size, spec.horizon), spec
         slot["step"] = 0
-        return observe(slot["env"], reset_env(slot["env"], init_state), 0, False, spec.render)
+        return observe(slot["env"], reset_env(slot["env"], init_state, spec.seed), 0, False, spec.render)
     if command == "step":
         obs, _, done, _ = slot["env"].step(payload)
         slot["step"] += 1

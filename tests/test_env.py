@@ -119,7 +119,8 @@ def test_a_hung_worker_times_out_and_is_replaced(capfd):
 
 
 def test_a_reused_env_replays_exactly_like_a_fresh_one():
-    # Soft resets keep the gripper's integrated command and the solver warm start unless reset_env clears them.
+    # Soft resets keep the gripper's integrated command and the solver warm start, and every reset re-samples
+    # the fixture placements (not part of LIBERO's init states), unless reset_env takes care of all three.
     init_state = rollout.get_init_states("libero_goal", 8)[0]
     actions = np.random.default_rng(0).uniform(-1, 1, size=(5, 7))
 
@@ -127,7 +128,7 @@ def test_a_reused_env_replays_exactly_like_a_fresh_one():
         rollout.reset_env(env, init_state)
         for action in actions:
             env.step(action)
-        return env.get_sim_state().copy()
+        return np.concatenate([env.get_sim_state(), env.sim.model.body_pos.ravel()])
 
     used = rollout.make_env(bddl("libero_goal", 8), render=False, horizon=200)
     replay(used)

@@ -1,0 +1,802 @@
+"""Ask an LLM to write a dense multi-stage reward for LIBERO tasks, validate it on the simulator, then save it.
+
+    python gen_reward.py --suite libero_goal --task-id 8 --provider anthropic --model <model name>
+    python gen_reward.py --suite all --provider openai --model <model name>
+    python gen_reward.py --provider openai --base-url http://localhost:8000/v1 --model <name>   # vLLM, Ollama, ...
+    python gen_reward.py --check                                     # validate the shipped files; no API call
+    python gen_reward.py --suite libero_goal --task-id 8 --dry-run   # print the prompt; no API call
+
+A reply is first checked by rollout.py's AST allow-list (rejected code never runs), then called in a separate
+process on real states of its task. A failing reply goes back to the LLM with the error (Eureka-style
+reflection); nothing is written unless a reply passes. The file contract and state schema: rewards/README.md.
+"""
+
+import copy
+import email.utils
+import hashlib
+import math
+import multiprocessing as mp
+import numbers
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Optional
+
+import h5py
+import numpy as np
+import requests
+import tyro
+from tqdm import tqdm
+
+import rollout
+
+
+@dataclass
+class Args:
+    suite: Literal["libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", "all"] = "libero_goal"
+    """LIBERO suite; `all` = libero_spatial, libero_object, libero_goal and libero_10 (libero_90 only by name)"""
+    task_id: Optional[int] = None
+    """one task of the suite (0-9; 0-89 for libero_90); default: every task of the suite"""
+    provider: Literal["anthropic", "openai"] = "anthropic"
+    """wire format: Anthropic Messages API, or OpenAI chat completions (also vLLM, Ollama, llama.cpp server)"""
+    model: Optional[str] = None
+    """model name sent to the API (required to generate; not needed for --check or --dry-run)"""
+    base_url: Optional[str] = None
+    """API root; default https://api.anthropic.com (anthropic) or https://api.openai.com/v1 (openai)"""
+    api_key_env: Optional[str] = None
+    """environment variable that holds the API key; default ANTHROPIC_API_KEY or OPENAI_API_KEY"""
+    dry_run: bool = False
+    """print the prompt of each selected task and exit, without any API call"""
+    check: bool = False
+    """validate the existing reward files on real states, without any API call; exit non-zero listing failures"""
+    max_attempts: int = 3
+    """LLM replies per task; each failing reply is sent back with its error for the next one"""
+    overwrite: bool = False
+    """replace existing reward files (by default they are kept and their task is skipped)"""
+    demos: Optional[str] = None
+    """directory of LIBERO hdf5 demos (<task_name>_demo.hdf5) whose key end-effector poses go into the prompt"""
+    output_dir: str = str(rollout.REWARDS_DIR)
+    """reward files are read and written as <output_dir>/<suite>/<task_name>.py"""
+    max_tokens: int = 8192
+    """reply length limit sent to Anthropic (which requires one); OpenAI-style servers use their own default"""
+    connect_timeout: float = 10.0
+    """seconds to open the HTTP connection"""
+    read_timeout: float = 300.0
+    """seconds to wait for the reply once connected (large models take minutes for a long reply)"""
+    max_retries: int = 4
+    """retries of one request after HTTP 429, HTTP 5xx, a connection error or a timeout"""
+    retry_backoff: float = 2.0
+    """first retry delay in seconds, doubled on each retry, unless the server sends Retry-After"""
+    validation_init_states: int = 4
+    """validation runs the reward on init states 0..K-1 of the task"""
+    validation_random_steps: int = 5
+    """random actions after the wait steps of each init state; the state after each one is checked too"""
+    validation_timeout: float = 60.0
+    """seconds the reward function may take for all validation calls together"""
+    seed: int = 0
+    """seed of the random validation actions"""
+
+
+MAIN_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+DEFAULT_KEY_ENVS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+ANTHROPIC_VERSION = "2023-06-01"
+EXAMPLE_REWARD_FILE = rollout.REWARDS_DIR / "libero_goal" / "put_the_bowl_on_the_plate.py"
+# A fresh interpreter imports torch and LIBERO before it can run anything (~5 s idle, much more when busy);
+# that start-up is not charged to the reward function's --validation-timeout.
+SANDBOX_START_TIMEOUT = 300.0
+CODE_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+class LLMAPIError(RuntimeError):
+    """The LLM API could not be reached or refused the request; the message says what to change."""
+
+
+def log(message: str) -> None:
+    tqdm.write(f"[gen_reward] {message}", file=sys.stderr)  # keeps the progress bar intact
+
+
+def redact(text: str, secret: Optional[str]) -> str:
+    """Remove the API key from anything a server sends back before it is shown or written."""
+    return text.replace(secret, "[REDACTED]") if secret else text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tasks and files
+
+
+def select_tasks(suite: str, task_id: Optional[int]) -> list:
+    """(suite, task_id, task) for every task the flags select."""
+    if task_id is not None and suite == "all":
+        raise SystemExit("error: --task-id selects a task of one suite; pass it with --suite libero_goal (or another)")
+    try:
+        if task_id is not None:
+            return [(suite, task_id, rollout.get_task(suite, task_id))]
+        suites = MAIN_SUITES if suite == "all" else (suite,)
+        return [(s, i, rollout.get_task(s, i)) for s in suites for i in range(rollout.get_suite(s).n_tasks)]
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def reward_path(output_dir: str, suite: str, task) -> Path:
+    return Path(output_dir) / suite / f"{task.name}.py"
+
+
+def generate_command(suite: str, task_id: int, output_dir: str) -> str:
+    command = f"python gen_reward.py --suite {suite} --task-id {task_id} --provider anthropic --model <model name>"
+    if Path(output_dir).resolve() != rollout.REWARDS_DIR:
+        command += f" --output-dir {output_dir}"
+    return command
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers (a running training job, a --check) see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation on real states
+
+
+@dataclass
+class ValidationSummary:
+    num_states: int
+    num_init_states: int
+    num_random_steps: int
+    low: float
+    high: float
+    num_distinct: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.num_states} states (init states 0-{self.num_init_states - 1}, each after the wait steps and after "
+            f"1-{self.num_random_steps} random actions): rewards in [{self.low:.4g}, {self.high:.4g}], "
+            f"{self.num_distinct} distinct values, deterministic"
+        )
+
+
+@lru_cache(maxsize=4)
+def collect_validation_states(suite: str, task_id: int, num_init_states: int, num_random_steps: int, seed: int):
+    """Reward states of the task from the real simulator, and the `info` of each, built as rollout.collect_group does.
+
+    Per init state: the state after reset and the wait steps, then the state after each random action.
+    Returns (states, infos, labels); a label says where a state came from, for error messages.
+    """
+    task = rollout.get_task(suite, task_id)
+    init_states = rollout.get_init_states(suite, task_id)[:num_init_states]
+    horizon = rollout.NUM_WAIT_STEPS + num_random_steps + 10  # robosuite refuses to step past its horizon
+    env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=horizon)
+    rng = np.random.default_rng(seed)
+    states, infos, labels = [], [], []
+    try:
+        for k, init_state in enumerate(init_states):
+            initial = rollout.build_reward_state(env, rollout.reset_env(env, init_state, seed), 0, False)
+            info = {"suite": suite, "task_name": task.name, "instruction": task.language,
+                    "max_steps": rollout.EVAL_MAX_STEPS[suite], "initial": initial}  # fmt: skip
+            states.append(initial)
+            infos.append(info)
+            labels.append(f"init state {k} after the wait steps")
+            for step in range(1, num_random_steps + 1):
+                obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, rollout.ACTION_DIM))
+                states.append(rollout.build_reward_state(env, obs, step, done))
+                infos.append(info)
+                labels.append(f"init state {k} after {step} random action(s)")
+    finally:
+        env.close()
+    return states, infos, labels
+
+
+def describe_exception(error: Exception, source: str, filename: str) -> str:
+    """`KeyError: 'x' (line 12: bowl = ...)`, pointing at the reward file's own line."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == filename]
+    text = f"{type(error).__name__}: {error}"
+    if frames:
+        lineno = frames[-1].lineno
+        lines = source.splitlines()
+        code = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+        text += f" (line {lineno}: {code})"
+    return text
+
+
+def call_reward_on_states(source: str, filename: str, states: list, infos: list, labels: list) -> list:
+    """Compile the file and call compute_reward on every state, twice; returns the two lists of floats.
+
+    Runs inside the sandbox process. Each call gets fresh copies, so a function that edits its input cannot
+    make the second round differ for that reason.
+    """
+    try:
+        reward_fn = rollout.compile_reward_fn(source, filename)
+    except rollout.RewardFileError:
+        raise
+    except Exception as error:
+        reason = describe_exception(error, source, filename)
+        raise rollout.RewardFileError(f"{filename}: loading the file raised {reason}") from None
+    rounds = []
+    for _ in range(2):
+        values = []
+        for state, info, label in zip(states, infos, labels):
+            try:
+                value = reward_fn(copy.deepcopy(state), copy.deepcopy(info))
+            except Exception as error:
+                raise rollout.RewardFileError(
+                    f"{filename}: compute_reward raised {describe_exception(error, source, filename)} on the state of "
+                    f"{label}; {rollout.describe_state_keys(state)}"
+                ) from None
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise rollout.RewardFileError(
+                    f"{filename}: compute_reward returned {type(value).__name__} {repr(value)[:80]} on the state of "
+                    f"{label}; it must return one float (e.g. `return float(reward)`)"
+                )
+            values.append(float(value))
+        rounds.append(values)
+    return rounds
+
+
+def sandbox_main(conn) -> None:
+    """Entry point of the validation process: one job in, ("ok", values) or ("error", message) out."""
+    conn.send(("ready", None))
+    source, filename, states, infos, labels = conn.recv()
+    try:
+        conn.send(("ok", call_reward_on_states(source, filename, states, infos, labels)))
+    except rollout.RewardFileError as error:
+        conn.send(("error", str(error)))
+
+
+def start_sandbox():
+    # spawn, not fork: a fresh interpreter, so the reward runs beside no inherited threads, sockets or sim.
+    context = mp.get_context("spawn")
+    conn, child_conn = context.Pipe()
+    process = context.Process(target=sandbox_main, args=(child_conn,), daemon=True, name="reward-validation")
+    process.start()
+    child_conn.close()
+    return process, conn
+
+
+def stop_sandbox(process, conn) -> None:
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=5)
+    conn.close()
+
+
+def receive(process, conn, timeout: float, what: str, filename: str):
+    if not conn.poll(timeout):
+        raise rollout.RewardFileError(f"{filename}: {what} did not finish within {timeout:g} s")
+    try:
+        return conn.recv()
+    except EOFError:
+        process.join(timeout=5)
+        raise rollout.RewardFileError(
+            f"{filename}: the validation process died (exit code {process.exitcode}) during {what}"
+        ) from None
+
+
+def run_in_sandbox(process, conn, job: tuple, timeout: float) -> list:
+    """Send one job to the started sandbox and return its two rounds of values; kills the process in any case."""
+    filename = job[1]
+    calls = f"calling compute_reward on {len(job[2])} states twice (endless loop? if merely slow: --validation-timeout)"
+    try:
+        receive(process, conn, SANDBOX_START_TIMEOUT, "starting the validation process", filename)
+        conn.send(job)
+        status, payload = receive(process, conn, timeout, calls, filename)
+    finally:
+        stop_sandbox(process, conn)
+    if status != "ok":
+        raise rollout.RewardFileError(payload)
+    return payload
+
+
+def summarize_rewards(first: list, second: list, labels: list, filename: str, num_init_states: int,
+                      num_random_steps: int) -> ValidationSummary:  # fmt: skip
+    """Finite, deterministic and not constant, or a RewardFileError saying which state broke which rule."""
+    for value, label in zip(first, labels):
+        if not math.isfinite(value):
+            raise rollout.RewardFileError(
+                f"{filename}: compute_reward returned {value} on the state of {label}; it must return finite floats "
+                "(guard divisions, logs and square roots, e.g. with max(distance, 1e-6))"
+            )
+    for a, b, label in zip(first, second, labels):
+        if a != b:
+            raise rollout.RewardFileError(
+                f"{filename}: compute_reward is not deterministic: the state of {label} gave {a!r}, then {b!r}; the "
+                "reward must be a pure function of (state, info) and keep nothing between calls"
+            )
+    if len(set(first)) < 2:
+        raise rollout.RewardFileError(
+            f"{filename}: compute_reward returned the same value {first[0]!r} on all {len(first)} states (different "
+            "init states and random arm motions); it must vary with the end-effector and object positions, e.g. "
+            "with a shaping term toward the key pose of the current stage"
+        )
+    return ValidationSummary(len(first), num_init_states, num_random_steps, min(first), max(first), len(set(first)))
+
+
+def validate_reward_source(
+    source: str, suite: str, task_id: int, filename: str = "<reward>", num_init_states: int = 4,
+    num_random_steps: int = 5, timeout: float = 60.0, seed: int = 0,
+) -> ValidationSummary:  # fmt: skip
+    """Check `source` with the AST allow-list, then call it in a separate process on real states of the task.
+
+    Raises rollout.RewardFileError saying what failed. Code the allow-list rejects is never executed.
+    """
+    rollout.check_reward_source(source, filename)
+    process, conn = start_sandbox()  # it boots while this process steps the simulator
+    try:
+        states, infos, labels = collect_validation_states(suite, task_id, num_init_states, num_random_steps, seed)
+    except BaseException:
+        stop_sandbox(process, conn)
+        raise
+    first, second = run_in_sandbox(process, conn, (source, filename, states, infos, labels), timeout)
+    return summarize_rewards(first, second, labels, filename, num_init_states, num_random_steps)
+
+
+def validate_args(args: Args) -> dict:
+    return dict(num_init_states=args.validation_init_states, num_random_steps=args.validation_random_steps,
+                timeout=args.validation_timeout, seed=args.seed)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The prompt
+
+
+def format_vector(values) -> str:
+    return "[" + " ".join(f"{v:.3f}" for v in np.asarray(values, dtype=np.float64).ravel()) + "]"
+
+
+def format_state(state: dict) -> str:
+    """A real reward state, compactly: one line per object, fixture and site."""
+    lines = [
+        f"step {state['step']}, success {state['success']}",
+        f"eef_pos {format_vector(state['eef_pos'])}   eef_quat {format_vector(state['eef_quat'])}",
+        f"gripper_qpos {format_vector(state['gripper_qpos'])}   gripper_opening {state['gripper_opening']:.3f}",
+        f"goal {state['goal']!r}",
+        "objects:",
+    ]
+    width = max(len(name) for name in state["objects"])
+    for name, entry in state["objects"].items():
+        line = f"  {name:<{width}}  {entry['kind']:<7}  pos {format_vector(entry['pos'])}"
+        line += f"  quat {format_vector(entry['quat'])}"
+        if "grasped" in entry:
+            line += f"  grasped {entry['grasped']}"
+        if "joint_qpos" in entry:
+            line += f"  joint_qpos {format_vector(entry['joint_qpos'])}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def read_schema(readme: Path) -> str:
+    """The state and info tables of rewards/README.md (the whole README if its headings changed)."""
+    text = readme.read_text()
+    start, end = text.find("## `state`"), text.find("## Example state")
+    return text[start:end].strip() if 0 <= start < end else text.strip()
+
+
+def strip_header(source: str) -> str:
+    """An example file without its provenance comment, which the LLM should not copy."""
+    lines = source.splitlines()
+    while lines and (lines[0].startswith("#") or not lines[0].strip()):
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+def pick_example(suite: str, task_name: str) -> Optional[tuple]:
+    """(label, source) of a shipped reward file of a different task, preferring the bowl-on-plate one."""
+    for path in [EXAMPLE_REWARD_FILE, *sorted(rollout.REWARDS_DIR.glob("*/*.py"))]:
+        if path.is_file() and (path.parent.name, path.stem) != (suite, task_name):
+            return f"{path.parent.name}/{path.stem}", strip_header(path.read_text())
+    return None
+
+
+def extract_key_poses(demo_file: Path) -> dict:
+    """Mean end-effector positions where the demos close and open the gripper, and where they end.
+
+    Demos whose sequence of gripper events differs from the most common one are left out of the means.
+    """
+    sequences = []
+    with h5py.File(demo_file, "r") as f:
+        for name in f["data"]:
+            demo = f["data"][name]
+            position_key = next((k for k in ("ee_pos", "robot0_eef_pos") if k in demo["obs"]), None)
+            if position_key is None:
+                raise SystemExit(f"error: {demo_file}: data/{name}/obs has neither ee_pos nor robot0_eef_pos")
+            eef = np.asarray(demo["obs"][position_key], dtype=np.float64)
+            closed = np.asarray(demo["actions"])[:, -1] > 0  # LIBERO: +1 closes the gripper, -1 opens it
+            switches = np.flatnonzero(closed[1:] != closed[:-1]) + 1
+            events = [("gripper closes" if closed[i] else "gripper opens", eef[i]) for i in switches]
+            sequences.append(events + [("demonstration ends", eef[-1])])
+    if not sequences:
+        raise SystemExit(f"error: {demo_file} holds no demonstrations under data/")
+    pattern = Counter(tuple(event for event, _ in seq) for seq in sequences).most_common(1)[0][0]
+    matching = [seq for seq in sequences if tuple(event for event, _ in seq) == pattern]
+    poses = [
+        (event, np.mean([seq[j][1] for seq in matching], axis=0), np.std([seq[j][1] for seq in matching], axis=0))
+        for j, event in enumerate(pattern)
+    ]
+    return {"file": str(demo_file), "num_demos": len(sequences), "num_matching": len(matching), "poses": poses}
+
+
+def format_key_poses(key_poses: Optional[dict]) -> str:
+    if key_poses is None:
+        return (
+            "No demonstrations are available. Derive every target pose from the live object positions in `state` "
+            "(e.g. just above the object to grasp, above the target object or region to place, at a drawer's "
+            "handle side to pull it); do not hard-code absolute positions, since objects start at different "
+            "places in different init states."
+        )
+    lines = [
+        f"Key end-effector poses from {key_poses['num_matching']} of the {key_poses['num_demos']} demonstrations "
+        "(world frame, metres; mean and spread over demos, whose object layouts differ by a few centimetres):"
+    ]
+    for k, (event, mean, spread) in enumerate(key_poses["poses"], start=1):
+        lines.append(f"  KEY_POSE_{k} ({event}): {format_vector(mean)}  spread {format_vector(spread)}")
+    lines.append(
+        "You may hard-code these as constants and shape the end effector toward the key pose of the current "
+        "stage. Where a live object position gives the same target (e.g. the grasp pose of the object), prefer "
+        "the live position: these constants are averages."
+    )
+    return "\n".join(lines)
+
+
+def build_prompt(suite: str, task_name: str, instruction: str, bddl_text: str, schema_text: str, state_text: str,
+                 example: Optional[tuple], key_poses_text: str) -> str:  # fmt: skip
+    """The full request for one task: the paper's multi-stage recipe, the task, the env facts and the contract."""
+    forbidden = ", ".join(f"`{name}`" for name in sorted(rollout.FORBIDDEN_NAMES))
+    example_text = (
+        f"# Worked example (a different task: {example[0]})\n\n```python\n{example[1].strip()}\n```\n"
+        if example else ""
+    )  # fmt: skip
+    return f"""You are writing a dense reward function for reinforcement-learning fine-tuning of a \
+vision-language-action policy (OpenVLA) on a LIBERO tabletop manipulation task, simulated in robosuite/MuJoCo \
+with a Franka Panda arm.
+
+# Task
+
+suite: {suite}
+task: {task_name}
+instruction: "{instruction}"
+
+# What to write
+
+Based on the task description, the LIBERO environment facts below and the characteristics of RL for robotics, \
+generate a multi-stage reward function where the robot receives constant stage-specific rewards at proximity \
+thresholds, with progressively increasing values per stage and a significantly higher completion reward.
+
+- Split the task into its natural stages, in order (e.g. reach the object, grasp it, lift it, carry it above the \
+target, set it down; or reach the handle, pull the drawer open). Give each object of a multi-object task its own stages.
+- Each stage adds a constant reward when its condition holds: a distance under a threshold (metres), a grasp flag, a \
+height gain, a joint position. A later stage is worth more than an earlier one.
+- Completion (all goal predicates in `state["goal"]` satisfied, or `state["success"]`) adds a reward much larger \
+than all stage rewards together. The goal predicates are exactly LIBERO's success test: use them for the last stage.
+- Add end-effector pose shaping: a small continuous term pulling the end effector toward the key pose of the current \
+stage (e.g. `0.5 * math.exp(-5.0 * distance)`), never larger than one stage reward. It makes the reward vary with \
+every movement.
+
+Key poses: {key_poses_text}
+
+# Rules
+
+- Reply with the complete file in one ```python code block. Do not write a header comment: gen_reward.py adds one.
+- Imports: only `import math` and `import numpy as np`.
+- The signature, exactly: `def compute_reward(state: dict, info: dict) -> float`
+- Return one finite Python float for every state (guard divisions, logs and square roots).
+- A pure function: the same state gives the same value; keep nothing between calls.
+- At top level: only imports, constant assignments, functions and a docstring.
+- Forbidden: classes, lambdas, `global`/`nonlocal`, attribute names starting with `_`, names starting with `__`, \
+and the names {forbidden}.
+- Refer to objects by their BDDL names as they appear in `state["objects"]` (the example state lists them all).
+- Before it is accepted, the file is checked by an AST allow-list and then called on real simulator states of this \
+task (several init states, each after the wait steps and a few random actions): it must return finite floats, the \
+same value twice for the same state, and different values across those states.
+
+# The reward state (from rewards/README.md)
+
+{schema_text}
+
+# Example values: this task, init state 0, after the wait steps
+
+`state`:
+```
+{state_text}
+```
+`info`: {{"suite": "{suite}", "task_name": "{task_name}", "instruction": "{instruction}", "max_steps": \
+{rollout.EVAL_MAX_STEPS[suite]}, "initial": <the state dict above>}}
+
+# The task's BDDL problem file
+
+```
+{bddl_text.strip()}
+```
+
+{example_text}"""
+
+
+def task_prompt(suite: str, task_id: int, task, args: Args) -> tuple:
+    """(prompt, how the key poses were obtained) for one task, from its files and a real state."""
+    if args.demos is None:
+        key_poses, key_pose_note = None, "targets derived from object positions (no demonstrations)"
+    else:
+        demo_file = Path(args.demos) / f"{task.name}_demo.hdf5"
+        if not demo_file.is_file():
+            raise SystemExit(
+                f"error: no demonstrations for {suite}/{task.name} at {demo_file}; point --demos at the directory of "
+                "LIBERO's <task_name>_demo.hdf5 files, or omit --demos to derive targets from object positions"
+            )
+        key_poses = extract_key_poses(demo_file)
+        key_pose_note = (
+            f"from {key_poses['num_matching']} of {key_poses['num_demos']} demonstrations in {demo_file.name}"
+        )
+    states, _, _ = collect_validation_states(
+        suite, task_id, args.validation_init_states, args.validation_random_steps, args.seed
+    )
+    prompt = build_prompt(
+        suite, task.name, task.language, Path(rollout.task_bddl_path(task)).read_text(),
+        read_schema(rollout.REWARDS_DIR / "README.md"), format_state(states[0]), pick_example(suite, task.name),
+        format_key_poses(key_poses),
+    )  # fmt: skip
+    return prompt, key_pose_note
+
+
+# ----------------------------------------------------------------------------------------------------------
+# LLM HTTP APIs
+
+
+def build_request(provider: str, base_url: str, api_key: str, model: str, messages: list, max_tokens: int) -> tuple:
+    """(url, headers, JSON body) in the provider's wire format."""
+    base = base_url.rstrip("/")
+    if provider == "anthropic":
+        headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+        return f"{base}/v1/messages", headers, {"model": model, "max_tokens": max_tokens, "messages": messages}
+    headers = {"Authorization": f"Bearer {api_key}", "content-type": "application/json"}
+    return f"{base}/chat/completions", headers, {"model": model, "messages": messages}
+
+
+def parse_reply(provider: str, payload) -> tuple:
+    """(reply text, whether the length limit cut it off) from a provider's JSON reply."""
+    try:
+        if provider == "anthropic":
+            text = "".join(block.get("text", "") for block in payload["content"] if block.get("type") == "text")
+            return text, payload.get("stop_reason") == "max_tokens"
+        choice = payload["choices"][0]
+        return choice["message"]["content"] or "", choice.get("finish_reason") == "length"
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        raise LLMAPIError(
+            f"{provider} replied without the expected fields ({type(error).__name__}: {error}): {str(payload)[:300]}. "
+            f"Is --base-url a {provider}-compatible API?"
+        ) from None
+
+
+def reply_json(provider: str, response, api_key: str) -> dict:
+    try:
+        return response.json()
+    except ValueError:
+        raise LLMAPIError(redact(f"{provider} sent a reply that is not JSON: {response.text[:300]}", api_key)) from None
+
+
+def server_error_message(response) -> str:
+    """The server's own explanation, on one line: both APIs send {"error": {"message": ...}}."""
+    try:
+        error = response.json().get("error", response.json())
+        message = str(error.get("message", error) if isinstance(error, dict) else error)
+    except (ValueError, AttributeError):
+        message = response.text or response.reason or "(empty body)"  # e.g. an HTML page from a proxy
+    return " ".join(message.split())[:500]
+
+
+def is_retryable(status: int) -> bool:
+    """Rate limits and server trouble pass; 501/505 mean this server does not offer the call at all."""
+    return status == 429 or (status >= 500 and status not in (501, 505))
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Retry-After in seconds, from either of its two forms (a number or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def refusal_message(provider: str, url: str, status: int, server_message: str, key_env: str, model: str) -> str:
+    remedies = {
+        400: f"check --model {model} and --max-tokens",
+        401: f"check {key_env}: it must hold a valid, current key for this API (--base-url)",
+        403: f"check that the key in {key_env} is allowed to use model {model}",
+        404: f"check --base-url (OpenAI-compatible servers usually end in /v1) and --model {model}",
+        501: "check --base-url: the server there does not implement this API",
+    }
+    remedy = remedies.get(status, f"check --base-url, --model {model} and {key_env}")
+    return f"{provider} API refused the request: HTTP {status} from {url}: {server_message}. Remedy: {remedy}"
+
+
+def post_with_retries(provider: str, url: str, headers: dict, body: dict, api_key: str, key_env: str,
+                      args: Args) -> dict:  # fmt: skip
+    """POST and return the JSON reply, retrying 429, 5xx, connection errors and timeouts with backoff."""
+    for attempt in range(args.max_retries + 1):
+        retry_after = None
+        try:
+            response = requests.post(url, headers=headers, json=body, timeout=(args.connect_timeout, args.read_timeout))
+        except requests.exceptions.ReadTimeout:
+            problem = f"no reply within the read timeout of {args.read_timeout:g} s from {url} (--read-timeout)"
+        except requests.exceptions.ConnectionError as error:  # a connect timeout is one too
+            problem = f"connection to {url} failed (check --base-url and the network; --connect-timeout): {error}"
+        except requests.exceptions.RequestException as error:
+            message = f"{provider} request to {url} failed: {error}; check --base-url"
+            raise LLMAPIError(redact(message, api_key)) from None
+        else:
+            if response.ok:
+                return reply_json(provider, response, api_key)
+            message = server_error_message(response)
+            if not is_retryable(response.status_code):
+                refusal = refusal_message(provider, url, response.status_code, message, key_env, body["model"])
+                raise LLMAPIError(redact(refusal, api_key))
+            problem = f"HTTP {response.status_code} from {url}: {message}"
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        problem = redact(problem, api_key)
+        if attempt == args.max_retries:
+            raise LLMAPIError(
+                f"{provider} request failed {attempt + 1} times; the last error: {problem}. Try again later, or raise "
+                "--max-retries, --read-timeout or --connect-timeout"
+            )
+        delay = retry_after if retry_after is not None else args.retry_backoff * 2**attempt
+        log(f"{provider}: {problem}; retry {attempt + 1} of {args.max_retries} in {delay:.1f} s")
+        time.sleep(delay)
+
+
+def ask_llm(messages: list, api_key: str, key_env: str, args: Args) -> tuple:
+    """Send the conversation; (reply text with the key redacted, whether it was cut off)."""
+    base_url = args.base_url or DEFAULT_BASE_URLS[args.provider]
+    url, headers, body = build_request(args.provider, base_url, api_key, args.model, messages, args.max_tokens)
+    payload = post_with_retries(args.provider, url, headers, body, api_key, key_env, args)
+    text, truncated = parse_reply(args.provider, payload)
+    return redact(text, api_key), truncated
+
+
+def read_api_key(args: Args) -> tuple:
+    key_env = args.api_key_env or DEFAULT_KEY_ENVS[args.provider]
+    api_key = os.environ.get(key_env, "").strip()
+    if not api_key:
+        raise SystemExit(
+            f"error: no API key for {args.provider}: the environment variable {key_env} is not set. "
+            f"Export it (export {key_env}=...), or name another variable with --api-key-env. "
+            "For a local OpenAI-compatible server that needs no key, set it to any value."
+        )
+    return api_key, key_env
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generation: ask, validate, reflect
+
+
+def extract_code(reply: str, truncated: bool, max_tokens: int) -> str:
+    """The reply's python code block that defines compute_reward (the last one, if it revised itself)."""
+    blocks = [block for block in CODE_BLOCK.findall(reply) if "def compute_reward" in block]
+    if blocks:
+        return blocks[-1].strip() + "\n"
+    if "```" not in reply and "def compute_reward" in reply:
+        return reply.strip() + "\n"  # some local models answer with the bare file
+    cut = ""
+    if truncated:
+        cut = f" The reply was cut off at the length limit (--max-tokens {max_tokens}): write a shorter file."
+    raise rollout.RewardFileError(
+        f"no ```python code block defining compute_reward was found in the reply.{cut} Reply with the whole file in "
+        "one ```python code block."
+    )
+
+
+def reflection_message(error: str) -> str:
+    return (
+        f"Your reward file was rejected:\n\n{error}\n\n"
+        "Fix the problem and reply with the complete corrected file in one ```python code block."
+    )
+
+
+def generate_reward(prompt: str, suite: str, task_id: int, task, api_key: str, key_env: str, args: Args) -> tuple:
+    """(source, validation summary, attempt) of the first reply that passes; RewardFileError after the last."""
+    messages, errors = [{"role": "user", "content": prompt}], []
+    filename = f"{suite}/{task.name}.py"
+    for attempt in range(1, args.max_attempts + 1):
+        log(f"{filename}: attempt {attempt} of {args.max_attempts}: asking {args.provider} model {args.model}")
+        reply, truncated = ask_llm(messages, api_key, key_env, args)
+        messages.append({"role": "assistant", "content": reply or "(empty reply)"})  # APIs reject empty turns
+        try:
+            source = extract_code(reply, truncated, args.max_tokens)
+            return source, validate_reward_source(source, suite, task_id, filename, **validate_args(args)), attempt
+        except rollout.RewardFileError as error:
+            errors.append(f"attempt {attempt}: {error}")
+            log(f"rejected: {error}")
+            messages.append({"role": "user", "content": reflection_message(str(error))})
+    raise rollout.RewardFileError(f"no valid reward after {args.max_attempts} attempts:\n  " + "\n  ".join(errors))
+
+
+def render_header(suite: str, task, args: Args, attempt: int, prompt: str, key_pose_note: str,
+                  summary: ValidationSummary) -> str:  # fmt: skip
+    return "\n".join([
+        f'# Reward for {suite} / {task.name}: "{task.language}".',
+        f"# Made by: gen_reward.py with {args.provider} model {args.model} (reply {attempt} of at most "
+        f"{args.max_attempts}); key poses: {key_pose_note}.",
+        f"# Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
+        f"# Prompt sha256: {hashlib.sha256(prompt.encode()).hexdigest()}",
+        f"# Validation: {summary}.",
+    ]) + "\n"  # fmt: skip
+
+
+def check_reward_files(tasks: list, args: Args) -> list:
+    """Validate the existing file of every task; returns one failure message per bad or missing file."""
+    failures = []
+    for suite, task_id, task in tqdm(tasks, desc="checking reward files", unit="task"):
+        path = reward_path(args.output_dir, suite, task)
+        if not path.is_file():
+            command = generate_command(suite, task_id, args.output_dir)
+            failures.append(f"{path}: missing. Generate it with: {command}")
+            continue
+        try:
+            summary = validate_reward_source(path.read_text(), suite, task_id, str(path), **validate_args(args))
+            log(f"OK {path}: {summary}")
+        except rollout.RewardFileError as error:
+            failures.append(str(error))
+            log(f"FAILED {error}")
+    return failures
+
+
+def main(args: Args) -> None:
+    tasks = select_tasks(args.suite, args.task_id)
+    if args.check:
+        failures = check_reward_files(tasks, args)
+        if failures:
+            raise SystemExit(f"{len(failures)} of {len(tasks)} reward files failed --check:\n" + "\n".join(failures))
+        print(f"all {len(tasks)} reward files passed --check")
+        return
+    if args.max_attempts < 1:
+        raise SystemExit(f"error: --max-attempts must be at least 1, got {args.max_attempts}")
+    if not args.dry_run and not args.model:
+        raise SystemExit(f"error: pass --model <name> to generate with {args.provider} (--dry-run shows the prompt)")
+    api_key, key_env = (None, None) if args.dry_run else read_api_key(args)
+
+    failures = []
+    for suite, task_id, task in tqdm(tasks, desc="generating rewards", unit="task", disable=args.dry_run):
+        path = reward_path(args.output_dir, suite, task)
+        if path.exists() and not args.overwrite and not args.dry_run:
+            log(f"kept {path}: it exists (pass --overwrite to replace it)")
+            continue
+        prompt, key_pose_note = task_prompt(suite, task_id, task, args)
+        if args.dry_run:
+            print(f"{'=' * 40} prompt for {suite}/{task.name} {'=' * 40}\n{prompt}")
+            continue
+        try:
+            source, summary, attempt = generate_reward(prompt, suite, task_id, task, api_key, key_env, args)
+        except LLMAPIError as error:
+            raise SystemExit(f"error: {error}") from None
+        except rollout.RewardFileError as error:
+            failures.append(f"{suite}/{task.name}: {error}")
+            continue
+        header = render_header(suite, task, args, attempt, prompt, key_pose_note, summary)
+        write_atomically(path, redact(header + "\n" + source, api_key))
+        log(f"wrote {path}: {summary}")
+    if failures:
+        summary = f"error: {len(failures)} of {len(tasks)} tasks got no valid reward; nothing was written for them"
+        raise SystemExit(summary + ":\n" + "\n".join(failures))
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,466 @@
+"""gen_reward.py against a real HTTP server on 127.0.0.1 speaking each provider's wire format, on real LIBERO states.
+
+Generation runs in-process through gen_reward.main (the validation states are collected once per test session);
+the --check commands run as the user types them.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the spawned validation process inherits sys.path and imports gen_reward from here
+
+import gen_reward  # noqa: E402
+import rollout  # noqa: E402
+
+API_KEY = "sk-test-SECRET123"
+SUITE, TASK_ID, TASK_NAME = "libero_goal", 8, "put_the_bowl_on_the_plate"
+
+VALID_REWARD = """
+import numpy as np
+
+BOWL = "akita_black_bowl_1"
+
+
+def compute_reward(state, info):
+    distance = np.linalg.norm(state["eef_pos"] - state["objects"][BOWL]["pos"])
+    return float(1.0 * state["objects"][BOWL]["grasped"] + np.exp(-5.0 * distance))
+"""
+SYNTAX_ERROR_REWARD = """
+def compute_reward(state, info)
+    return 1.0
+"""
+NAN_REWARD = """
+import numpy as np
+
+
+def compute_reward(state, info):
+    return float(np.sqrt(state["eef_pos"][2] - 10.0))
+"""
+CONSTANT_REWARD = """
+def compute_reward(state, info):
+    return 1.0
+"""
+
+
+def os_reward(marker: Path) -> str:
+    """A reply that would create `marker` the moment it was executed."""
+    return f"""
+import os
+
+MARKER = os.makedirs({str(marker)!r}, exist_ok=True)
+
+
+def compute_reward(state, info):
+    os.makedirs({str(marker)!r}, exist_ok=True)
+    return 0.0
+"""
+
+
+def fenced(code: str) -> str:
+    return f"Here is the reward function.\n\n```python\n{code.strip()}\n```\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A scripted LLM server
+
+
+def ok(text: str, delay: float = 0.0) -> dict:
+    return {"status": 200, "text": text, "delay": delay}
+
+
+def http_error(status: int, message: str, headers: dict = None) -> dict:
+    return {"status": status, "message": message, "headers": headers or {}}
+
+
+def wire_body(provider: str, reply: dict) -> dict:
+    if reply["status"] == 200 and provider == "anthropic":
+        return {"id": "msg_test", "type": "message", "role": "assistant", "model": "test-model",
+                "content": [{"type": "text", "text": reply["text"]}], "stop_reason": "end_turn"}  # fmt: skip
+    if reply["status"] == 200:
+        choice = {"index": 0, "message": {"role": "assistant", "content": reply["text"]}, "finish_reason": "stop"}
+        return {"id": "chatcmpl-test", "object": "chat.completion", "choices": [choice]}
+    if provider == "anthropic":
+        return {"type": "error", "error": {"type": "api_error", "message": reply["message"]}}
+    return {"error": {"message": reply["message"], "type": "invalid_request_error", "code": None}}
+
+
+class ScriptedLLM:
+    """Answers the n-th POST with the n-th scripted reply and records every request it got."""
+
+    def __init__(self, provider: str, replies: list):
+        self.provider, self.replies, self.requests = provider, list(replies), []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        root = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.base_url = root if provider == "anthropic" else f"{root}/v1"
+        self.expected_path = "/v1/messages" if provider == "anthropic" else "/v1/chat/completions"
+
+    def handler_class(self):
+        llm = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                llm.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                     "time": time.monotonic()})  # fmt: skip
+                reply = llm.replies.pop(0) if llm.replies else http_error(500, "the test script has no more replies")
+                if self.path != llm.expected_path:
+                    reply = http_error(404, f"no route {self.path}")
+                time.sleep(reply.get("delay", 0.0))
+                payload = json.dumps(wire_body(llm.provider, reply)).encode()
+                try:
+                    self.send_response(reply["status"])
+                    for name, value in {**reply.get("headers", {}), "Content-Type": "application/json"}.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (the read-timeout test)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def last_user_message(self, request_index: int) -> str:
+        return self.requests[request_index]["body"]["messages"][-1]["content"]
+
+
+@pytest.fixture
+def llm_server():
+    servers = []
+
+    def start(provider: str, replies: list) -> ScriptedLLM:
+        servers.append(ScriptedLLM(provider, replies))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def api_keys(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+
+
+def make_args(tmp_path: Path, server: ScriptedLLM = None, **overrides) -> gen_reward.Args:
+    settings = dict(
+        suite=SUITE, task_id=TASK_ID, provider=server.provider if server else "anthropic", model="test-model",
+        base_url=server.base_url if server else None, output_dir=str(tmp_path / "rewards"), retry_backoff=0.01,
+        validation_init_states=2, validation_random_steps=3,
+    )  # fmt: skip
+    settings.update(overrides)
+    return gen_reward.Args(**settings)
+
+
+def output_file(tmp_path: Path) -> Path:
+    return tmp_path / "rewards" / SUITE / f"{TASK_NAME}.py"
+
+
+def assert_key_absent(tmp_path: Path, *texts: str) -> None:
+    for text in texts:
+        assert API_KEY not in text
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert API_KEY.encode() not in path.read_bytes(), path
+
+
+def run_main_expecting_exit(args: gen_reward.Args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        gen_reward.main(args)
+    assert exit_info.value.code not in (0, None)
+    return str(exit_info.value.code)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generation
+
+
+def test_anthropic_valid_reply_writes_a_validated_file(tmp_path, llm_server, capfd):
+    server = llm_server("anthropic", [ok(fenced(VALID_REWARD))])
+    output_file(tmp_path).parent.mkdir(parents=True)
+    output_file(tmp_path).write_text("# an older file that --overwrite replaces\n")
+
+    gen_reward.main(make_args(tmp_path, server, overwrite=True))
+
+    (request,) = server.requests
+    assert request["path"] == "/v1/messages"
+    assert request["headers"]["x-api-key"] == API_KEY
+    assert request["headers"]["anthropic-version"] == "2023-06-01"
+    assert request["body"]["model"] == "test-model" and request["body"]["max_tokens"] > 0
+    (message,) = request["body"]["messages"]
+    prompt = message["content"]
+    assert message["role"] == "user" and "put the bowl on the plate" in prompt and "(:goal" in prompt
+
+    text = output_file(tmp_path).read_text()
+    assert text.startswith(f'# Reward for {SUITE} / {TASK_NAME}: "put the bowl on the plate".')
+    assert "anthropic model test-model" in text
+    assert f"# Prompt sha256: {hashlib.sha256(prompt.encode()).hexdigest()}" in text
+    assert "# Validation: 8 states" in text and "targets derived from object positions" in text
+    assert VALID_REWARD.strip() in text
+    reward_fn = rollout.load_reward_fn(SUITE, TASK_NAME, path=str(output_file(tmp_path)))
+    states, infos, _ = gen_reward.collect_validation_states(SUITE, TASK_ID, 2, 3, 0)
+    assert np.isfinite(reward_fn(states[0], infos[0]))
+    assert list(output_file(tmp_path).parent.iterdir()) == [output_file(tmp_path)]  # no temporary file left
+    out, err = capfd.readouterr()
+    assert_key_absent(tmp_path, out, err)
+
+
+def test_openai_invalid_replies_are_sent_back_with_their_errors(tmp_path, llm_server, capfd):
+    marker = tmp_path / "os_reply_was_executed"
+    replies = [ok(fenced(SYNTAX_ERROR_REWARD)), ok(fenced(os_reward(marker))), ok(fenced(NAN_REWARD)),
+               ok(fenced(VALID_REWARD))]  # fmt: skip
+    server = llm_server("openai", replies)
+
+    gen_reward.main(make_args(tmp_path, server, max_attempts=4))
+
+    assert len(server.requests) == 4
+    for request in server.requests:
+        assert request["path"] == "/v1/chat/completions"
+        assert request["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    conversation = server.requests[3]["body"]["messages"]
+    assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert conversation[1]["content"] == fenced(SYNTAX_ERROR_REWARD)  # the previous reply goes back too
+    assert "syntax error at line 1: expected ':'" in server.last_user_message(1)
+    assert "imports 'os'" in server.last_user_message(2)
+    assert "returned nan" in server.last_user_message(3)
+    assert not marker.exists()
+    text = output_file(tmp_path).read_text()
+    assert "openai model test-model (reply 4 of at most 4)" in text and "import os" not in text
+    out, err = capfd.readouterr()
+    assert_key_absent(tmp_path, out, err)
+
+
+def test_reply_importing_os_is_never_executed_and_nothing_is_written(tmp_path, llm_server):
+    marker = tmp_path / "os_reply_was_executed"
+    server = llm_server("anthropic", [ok(fenced(os_reward(marker))), ok("I cannot help with that.")])
+
+    message = run_main_expecting_exit(make_args(tmp_path, server, max_attempts=2))
+
+    assert "no valid reward after 2 attempts" in message
+    assert "imports 'os'" in message and "no ```python code block" in message
+    assert len(server.requests) == 2
+    assert not marker.exists()
+    assert not output_file(tmp_path).exists()
+
+
+def test_rate_limit_and_server_error_are_retried_honouring_retry_after(tmp_path, llm_server, capfd):
+    echoed = f"rate limited for key {API_KEY}"  # servers sometimes echo the key; it must be redacted
+    replies = [http_error(429, echoed, {"Retry-After": "1"}), http_error(503, f"overloaded ({API_KEY})"),
+               ok(fenced(VALID_REWARD + f"\n# the server echoed {API_KEY}\n"))]  # fmt: skip
+    server = llm_server("anthropic", replies)
+
+    gen_reward.main(make_args(tmp_path, server))
+
+    assert len(server.requests) == 3
+    assert server.requests[1]["time"] - server.requests[0]["time"] >= 0.95  # waited for Retry-After: 1
+    assert server.requests[2]["time"] - server.requests[1]["time"] < 0.9  # then the 0.01 s backoff
+    assert "[REDACTED]" in output_file(tmp_path).read_text()
+    out, err = capfd.readouterr()
+    assert "HTTP 429" in err and "HTTP 503" in err and "[REDACTED]" in err
+    assert_key_absent(tmp_path, out, err)
+
+
+def test_unauthorized_fails_at_once_naming_the_key_variable(tmp_path, llm_server, capfd):
+    server = llm_server("openai", [http_error(401, f"Incorrect API key provided: {API_KEY}")])
+
+    message = run_main_expecting_exit(make_args(tmp_path, server))
+
+    assert len(server.requests) == 1
+    assert "openai API refused the request: HTTP 401" in message
+    assert "Incorrect API key provided: [REDACTED]" in message
+    assert "check OPENAI_API_KEY" in message
+    assert not output_file(tmp_path).exists()
+    out, err = capfd.readouterr()
+    assert_key_absent(tmp_path, message, out, err)
+
+
+def test_slow_server_hits_the_read_timeout(tmp_path, llm_server, capfd):
+    server = llm_server("anthropic", [ok(fenced(VALID_REWARD), delay=2.0), ok(fenced(VALID_REWARD), delay=2.0)])
+
+    start = time.monotonic()
+    message = run_main_expecting_exit(make_args(tmp_path, server, read_timeout=0.5, max_retries=1))
+
+    assert time.monotonic() - start < 10
+    assert len(server.requests) == 2  # the first try and one retry
+    assert "anthropic request failed 2 times" in message
+    assert "no reply within the read timeout of 0.5 s" in message and "--read-timeout" in message
+    assert not output_file(tmp_path).exists()
+    out, err = capfd.readouterr()
+    assert_key_absent(tmp_path, message, out, err)
+
+
+def test_missing_api_key_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    message = run_main_expecting_exit(make_args(tmp_path, base_url="http://127.0.0.1:9"))
+    assert "ANTHROPIC_API_KEY is not set" in message and "--api-key-env" in message
+
+    message = run_main_expecting_exit(make_args(tmp_path, base_url="http://127.0.0.1:9", api_key_env="MY_LLM_KEY"))
+    assert "MY_LLM_KEY is not set" in message
+
+
+def test_existing_file_is_kept_without_overwrite(tmp_path, llm_server):
+    server = llm_server("anthropic", [ok(fenced(VALID_REWARD))])
+    output_file(tmp_path).parent.mkdir(parents=True)
+    output_file(tmp_path).write_text("# kept\n")
+
+    gen_reward.main(make_args(tmp_path, server))
+
+    assert server.requests == []
+    assert output_file(tmp_path).read_text() == "# kept\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The prompt and the demonstrations
+
+
+def write_demo_file(path: Path) -> None:
+    """Two demos that close then open the gripper, one odd demo that never closes it."""
+    with h5py.File(path, "w") as f:
+        for k, offset in enumerate((0.0, 0.02)):
+            steps = np.arange(30)
+            eef = np.stack([0.1 + offset + 0.01 * steps, np.zeros(30), 1.0 - 0.005 * steps], axis=1)
+            gripper = np.where((steps >= 10) & (steps < 20), 1.0, -1.0)  # closes at 10, opens at 20
+            f.create_dataset(f"data/demo_{k}/obs/ee_pos", data=eef)
+            f.create_dataset(f"data/demo_{k}/actions", data=np.concatenate([np.zeros((30, 6)), gripper[:, None]], 1))
+        f.create_dataset("data/demo_2/obs/robot0_eef_pos", data=np.ones((5, 3)))
+        f.create_dataset("data/demo_2/actions", data=-np.ones((5, 7)))
+
+
+def test_key_poses_come_from_gripper_transitions_of_the_demos(tmp_path):
+    demo_file = tmp_path / f"{TASK_NAME}_demo.hdf5"
+    write_demo_file(demo_file)
+
+    key_poses = gen_reward.extract_key_poses(demo_file)
+
+    assert key_poses["num_demos"] == 3 and key_poses["num_matching"] == 2
+    events = [event for event, _, _ in key_poses["poses"]]
+    assert events == ["gripper closes", "gripper opens", "demonstration ends"]
+    np.testing.assert_allclose(key_poses["poses"][0][1], [0.21, 0.0, 0.95])  # mean of 0.2 and 0.22 at step 10
+    np.testing.assert_allclose(key_poses["poses"][1][1], [0.31, 0.0, 0.90])
+    np.testing.assert_allclose(key_poses["poses"][0][2], [0.01, 0.0, 0.0], atol=1e-12)
+
+
+def test_dry_run_prints_the_prompt_with_demo_key_poses_and_no_key(tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    write_demo_file(tmp_path / f"{TASK_NAME}_demo.hdf5")
+
+    gen_reward.main(make_args(tmp_path, model=None, dry_run=True, demos=str(tmp_path)))
+
+    prompt = capfd.readouterr().out
+    for expected in ('instruction: "put the bowl on the plate"', "(On akita_black_bowl_1 plate_1)",
+                     "| `gripper_opening` | float |", "akita_black_bowl_1", "grasped False",
+                     "def compute_reward(state: dict, info: dict) -> float", "`import numpy as np`",
+                     "constant stage-specific rewards at proximity thresholds", "significantly higher completion",
+                     "KEY_POSE_1 (gripper closes): [0.210 0.000 0.950]", "from 2 of the 3 demonstrations"):  # fmt: skip
+        assert expected in prompt, expected
+    assert f"a different task: {SUITE}/{TASK_NAME}" not in prompt  # never the task itself as the example
+    assert not output_file(tmp_path).exists()
+
+
+def test_dry_run_of_another_task_shows_the_bowl_example(tmp_path, capfd):
+    gen_reward.main(make_args(tmp_path, task_id=0, dry_run=True, validation_init_states=1, validation_random_steps=1))
+
+    prompt = capfd.readouterr().out
+    assert "open_the_middle_drawer_of_the_cabinet" in prompt
+    assert f"# Worked example (a different task: {SUITE}/{TASK_NAME})" in prompt
+    assert 'BOWL = "akita_black_bowl_1"' in prompt and "# Made by" not in prompt
+    assert "derive every target pose from the live object positions" in prompt.lower()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The validator (shared by generation and --check)
+
+ENDLESS_REWARD = """
+def compute_reward(state, info):
+    while True:
+        pass
+"""
+STATEFUL_REWARD = """
+CALLS = []
+
+
+def compute_reward(state, info):
+    CALLS.append(state["step"])
+    return float(len(CALLS))
+"""
+CRASHING_REWARD = """
+def compute_reward(state, info):
+    bowl = state["objects"]["bowl_1"]["pos"]
+    return float(bowl[0])
+"""
+
+
+@pytest.mark.parametrize(
+    "source, timeout, expected",
+    [
+        (ENDLESS_REWARD, 2.0, "did not finish within 2 s"),
+        (STATEFUL_REWARD, 60.0, "not deterministic: the state of init state 0 after the wait steps gave 1.0, then 9.0"),
+        (CRASHING_REWARD, 60.0, "raised KeyError: 'bowl_1' (line 3: bowl = state[\"objects\"][\"bowl_1\"][\"pos\"])"),
+    ],
+    ids=["endless-loop", "stateful", "crash"],
+)
+def test_validator_rejects_with_the_reason(source, timeout, expected):
+    start = time.monotonic()
+    with pytest.raises(rollout.RewardFileError) as error:
+        gen_reward.validate_reward_source(source, SUITE, TASK_ID, "probe.py", 2, 3, timeout=timeout)
+    assert str(error.value).startswith("probe.py: ") and expected in str(error.value)
+    assert time.monotonic() - start < 90
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --check
+
+
+def run_cli(*flags: str) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in os.environ.items() if not name.endswith("_API_KEY")}
+    return subprocess.run([sys.executable, "gen_reward.py", *flags], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+
+
+def test_check_passes_on_the_shipped_example():
+    result = run_cli("--check", "--suite", SUITE, "--task-id", str(TASK_ID))
+    assert result.returncode == 0, result.stderr
+    assert f"OK {rollout.REWARDS_DIR / SUITE / TASK_NAME}.py: 24 states" in result.stderr
+    assert "all 1 reward files passed --check" in result.stdout
+
+
+def test_check_fails_on_a_constant_reward_file(tmp_path):
+    output_file(tmp_path).parent.mkdir(parents=True)
+    output_file(tmp_path).write_text(CONSTANT_REWARD)
+
+    result = run_cli("--check", "--suite", SUITE, "--task-id", str(TASK_ID), "--output-dir", str(tmp_path / "rewards"))
+
+    assert result.returncode == 1
+    assert "1 of 1 reward files failed --check" in result.stderr
+    assert f"{output_file(tmp_path)}: compute_reward returned the same value 1.0 on all 24 states" in result.stderr
+
+
+def test_check_lists_missing_and_rejected_files_with_remedies(tmp_path):
+    output_file(tmp_path).parent.mkdir(parents=True)
+    output_file(tmp_path).write_text("import subprocess\n\ndef compute_reward(state, info):\n    return 0.0\n")
+
+    message = run_main_expecting_exit(make_args(tmp_path, task_id=None, check=True))
+
+    assert "10 of 10 reward files failed --check" in message
+    assert f"{output_file(tmp_path)}: line 1 imports 'subprocess'" in message
+    missing = tmp_path / "rewards" / SUITE / "open_the_middle_drawer_of_the_cabinet.py"
+    assert (f"{missing}: missing. Generate it with: python gen_reward.py --suite {SUITE} --task-id 0 "
+            f"--provider anthropic --model <model name> --output-dir {tmp_path / 'rewards'}") in message  # fmt: skip
