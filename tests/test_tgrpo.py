@@ -1,0 +1,214 @@
+"""TGRPO: the advantage against hand-computed values, the update, checkpoints and resume, end to end."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import rollout
+import tgrpo
+
+R2 = math.sqrt(2)
+
+
+def advantages(rewards, alpha_step=1.0, alpha_traj=0.0, mask=None):
+    rewards = torch.tensor(rewards, dtype=torch.float64)
+    mask = None if mask is None else torch.tensor(mask)
+    return tgrpo.compute_advantages(rewards, alpha_step, alpha_traj, mask).numpy()
+
+
+# Worked by hand. Steps: t0 and t3 are (0, 3, 3): mean 2, biased std sqrt(2); t1 is a tie; t2 is (2, 2, 5):
+# mean 3, std sqrt(2). Returns (3, 9, 12): mean 8, std sqrt(14).
+REWARDS_3x4 = [[0, 1, 2, 0], [3, 1, 2, 3], [3, 1, 5, 3]]
+STEP_3x4 = [[-R2, 0, -1 / R2, -R2], [1 / R2, 0, -1 / R2, 1 / R2], [1 / R2, 0, R2, 1 / R2]]
+TRAJ_3x4 = [-5 / math.sqrt(14), 1 / math.sqrt(14), 4 / math.sqrt(14)]
+
+
+def test_step_level_advantage_3x4_by_hand():
+    np.testing.assert_allclose(advantages(REWARDS_3x4, 1.0, 0.0), STEP_3x4, atol=1e-6)
+
+
+def test_trajectory_level_advantage_3x4_by_hand():
+    np.testing.assert_allclose(advantages(REWARDS_3x4, 0.0, 1.0), np.repeat(np.array(TRAJ_3x4)[:, None], 4, 1), atol=1e-6)
+
+
+def test_fused_weights():
+    fused = advantages(REWARDS_3x4, 0.3, 0.7)
+    np.testing.assert_allclose(fused, 0.3 * np.array(STEP_3x4) + 0.7 * np.array(TRAJ_3x4)[:, None], atol=1e-6)
+    assert fused[2, 2] == pytest.approx(0.3 * R2 + 0.7 * 4 / math.sqrt(14), abs=1e-6)
+
+
+def test_ties_give_exact_zeros_never_nan():
+    assert (advantages([[0.1, 7.0], [0.1, 7.0], [0.1, 7.0]], 0.3, 0.7) == 0).all()
+    single = advantages([[1.0, 2.0]], 0.3, 0.7)
+    assert (single == 0).all() and not np.isnan(single).any()
+
+
+def test_two_trajectories_are_plus_and_minus_one():
+    np.testing.assert_allclose(advantages([[1, 0], [3, 0]], 1.0, 0.0), [[-1, 0], [1, 0]], atol=1e-6)
+    np.testing.assert_allclose(advantages([[1, 0], [3, 0]], 0.0, 1.0), [[-1, -1], [1, 1]], atol=1e-6)
+
+
+def test_mask_with_different_lengths_by_hand():
+    # Lengths 3, 2, 1; the 100s are padding and must not count.
+    rewards = [[1, 2, 4], [3, 4, 100], [5, 100, 100]]
+    mask = [[True, True, True], [True, True, False], [True, False, False]]
+    s = math.sqrt(1.5)  # t0: (1, 3, 5), mean 3, std sqrt(8/3): z = -sqrt(3/2), 0, sqrt(3/2)
+    np.testing.assert_allclose(advantages(rewards, 1.0, 0.0, mask), [[-s, -1, 0], [0, 1, 0], [s, 0, 0]], atol=1e-6)
+    # Returns (7, 7, 5): mean 19/3, std sqrt(8)/3: z = 1/sqrt(2), 1/sqrt(2), -sqrt(2) on existing steps only.
+    np.testing.assert_allclose(
+        advantages(rewards, 0.0, 1.0, mask), [[1 / R2, 1 / R2, 1 / R2], [1 / R2, 1 / R2, 0], [-R2, 0, 0]], atol=1e-6
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def lora_policy(tiny_cache):
+    torch.manual_seed(0)
+    policy = rollout.load_vla("tiny", "libero_goal", device="cpu")
+    policy.model = tgrpo.add_lora(policy.model, rank=8, alpha=16)
+    return policy
+
+
+def fixed_group(n=2, t=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rollout.Group(
+        suite="libero_goal", task_name="put_the_bowl_on_the_plate", instruction="put the bowl on the plate",
+        init_state_id=0, images=rng.integers(0, 256, (n, t, 224, 224, 3), dtype=np.uint8),
+        tokens=rng.integers(rollout.ACTION_TOKEN_BEGIN, rollout.VOCAB_SIZE, (n, t, 7)),
+        log_probs=np.zeros((n, t), np.float32), rewards=np.zeros((n, t), np.float32), mask=np.ones((n, t), bool),
+        success=np.zeros(n, bool), lengths=np.full(n, t), failed=np.zeros(n, bool),
+    )  # fmt: skip
+
+
+def group_log_probs(policy, group):
+    with torch.no_grad():
+        return torch.stack([policy.log_prob(group.images[i], group.instruction, group.tokens[i]) for i in range(2)])
+
+
+def test_one_update_moves_log_probs_with_the_sign_of_the_advantage(lora_policy):
+    group = fixed_group()
+    group.log_probs = group_log_probs(lora_policy, group).numpy()
+    advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
+    optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(lora_policy.model), lr=1e-3)
+    base = {n: p.detach().clone() for n, p in lora_policy.model.named_parameters() if not p.requires_grad}
+    args = tgrpo.Args(micro_batch_size=4)  # 6 samples: two micro-batches, gradients accumulated
+    stats = tgrpo.update_policy(lora_policy, group, advantages, torch.ones(2, 3, dtype=torch.bool), optimizer, args)
+
+    after = group_log_probs(lora_policy, group)
+    assert (after[0] > torch.as_tensor(group.log_probs[0])).all(), "positive advantage: log-prob must rise"
+    assert (after[1] < torch.as_tensor(group.log_probs[1])).all(), "negative advantage: log-prob must fall"
+    assert stats["grad_norm"] > 0 and stats["logprob_mismatch"] < 1e-4 and stats["approx_kl"] == pytest.approx(0, abs=1e-6)
+    # Only LoRA parameters are trainable, and the frozen base is bitwise unchanged.
+    trainable = [n for n, p in lora_policy.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    for name, p in lora_policy.model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, base[name]), name
+
+
+def test_kl_penalty_and_ppo_epochs_run_and_report(lora_policy):
+    group = fixed_group()
+    group.log_probs = group_log_probs(lora_policy, group).numpy()
+    optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(lora_policy.model), lr=1e-2)
+    args = tgrpo.Args(update_epochs=3, kl_coef=0.1, clip_coef=0.2)
+    advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
+    stats = tgrpo.update_policy(lora_policy, group, advantages, torch.ones(2, 3, dtype=torch.bool), optimizer, args)
+    # After the first epoch the policy has moved away from both the old policy and the base.
+    assert stats["kl_to_base"] > 0 and stats["approx_kl"] > 0
+
+
+def test_bad_arguments_fail_before_any_work():
+    with pytest.raises(ValueError, match="both 0"):
+        tgrpo.check_args(tgrpo.Args(alpha_step=0.0, alpha_traj=0.0))
+    with pytest.raises(ValueError, match="unknown suite"):
+        tgrpo.check_args(tgrpo.Args(suite="libero_long"))
+    with pytest.raises(rollout.RewardFileError, match="python gen_reward.py --suite libero_goal --task-id 3"):
+        tgrpo.load_reward_fns(tgrpo.Args(reward_file="/nonexistent/reward.py"), [3])
+
+
+def test_schedule_cycles_tasks_then_init_states():
+    assert [tgrpo.schedule(k, [2, 5]) for k in range(5)] == [(2, 0), (5, 0), (2, 1), (5, 1), (2, 2)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End to end on real LIBERO with the tiny VLA
+
+RAISE_EEF = '''# Test reward: how far the end effector rose since the start.
+def compute_reward(state, info):
+    return float(state["eef_pos"][2] - info["initial"]["eef_pos"][2])
+'''
+
+
+def train(tmp_path, reward_file, exp_name, num_iterations, **overrides):
+    args = tgrpo.Args(
+        exp_name=exp_name, seed=3, suite="libero_goal", task_ids=[8], model="tiny", reward_file=str(reward_file),
+        device="cpu", num_iterations=num_iterations, num_envs=2, max_steps=3, camera_size=128, learning_rate=1e-3,
+        micro_batch_size=4, save_every=1, video_every=2, output_dir=str(tmp_path), **overrides,
+    )  # fmt: skip
+    return tgrpo.main(args)
+
+
+def adapter_weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "checkpoint" / "adapter" / "adapter_model.safetensors"))
+
+
+def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
+    reward_file = tmp_path / "raise_eef.py"
+    reward_file.write_text(RAISE_EEF)
+    straight = train(tmp_path, reward_file, "straight", 3)["run_dir"]
+    stopped = train(tmp_path, reward_file, "stopped", 2)["run_dir"]
+
+    events = EventAccumulator(str(stopped)).Reload()
+    assert [e.step for e in events.Scalars("charts/success_rate")] == [1, 2]
+    for tag in ("charts/return_mean", "losses/loss", "losses/grad_norm", "losses/approx_kl", "advantages/traj_std",
+                "charts/SPS", "time/simulation", "time/update", "charts/learning_rate"):  # fmt: skip
+        assert tag in events.Tags()["scalars"], tag
+    assert (stopped / "videos").is_dir() and list((stopped / "videos").glob("iter00002_*.mp4"))
+    checkpoint = stopped / "checkpoint"
+    assert {p.name for p in checkpoint.iterdir()} == {"adapter", "optimizer.pt", "rng.pt", "trainer_state.json"}
+
+    # Resuming continues at iteration 3 with the saved optimizer and RNG: it ends exactly where an
+    # uninterrupted 3-iteration run ends. A reward file edit is flagged.
+    reward_file.write_text(RAISE_EEF + "# edited\n")
+    capsys.readouterr()
+    resumed = tgrpo.main(tgrpo.Args(
+        exp_name="stopped", seed=3, suite="libero_goal", task_ids=[8], model="tiny", reward_file=str(reward_file),
+        device="cpu", num_iterations=3, num_envs=2, max_steps=3, camera_size=128, learning_rate=1e-3,
+        micro_batch_size=4, save_every=1, video_every=2, resume=str(stopped),
+    ))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "resuming" in out and "at iteration 3" in out and f"{reward_file} changed since the checkpoint" in out
+    assert resumed["iteration"] == 3
+    assert [e.step for e in EventAccumulator(str(stopped)).Reload().Scalars("charts/success_rate")] == [1, 2, 3]
+    final, reference = adapter_weights(stopped), adapter_weights(straight)
+    assert final.keys() == reference.keys()
+    for name in final:
+        assert torch.equal(final[name], reference[name]), name
+
+    # The adapter loads with plain PEFT and moves the policy's actions away from the base model's.
+    base = rollout.load_vla("tiny", "libero_goal", device="cpu")
+    images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    tokens = base.act(images, "put the bowl on the plate", temperature=0.0)[0]
+    base_logp = base.log_prob(images, "put the bowl on the plate", tokens).detach()
+    base.model = PeftModel.from_pretrained(base.model, str(checkpoint / "adapter"))
+    tuned_logp = base.log_prob(images, "put the bowl on the plate", tokens).detach()
+    assert not torch.allclose(base_logp, tuned_logp)
+
+
+def test_resume_refuses_a_different_run(tmp_path, tiny_cache):
+    reward_file = tmp_path / "raise_eef.py"
+    reward_file.write_text(RAISE_EEF)
+    run_dir = train(tmp_path, reward_file, "one", 1)["run_dir"]
+    with pytest.raises(ValueError, match="trained with --suite libero_goal, not libero_spatial"):
+        tgrpo.main(tgrpo.Args(suite="libero_spatial", model="tiny", task_ids=[8], reward_file=str(reward_file),
+                              num_envs=2, resume=str(run_dir)))  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        tgrpo.main(tgrpo.Args(model="tiny", task_ids=[8], reward_file=str(reward_file), resume=str(tmp_path / "nope")))
