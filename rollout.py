@@ -15,6 +15,7 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
 
 import ast
 import builtins
+import contextlib
 import hashlib
 import io
 import json
@@ -332,7 +333,8 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None) -> 
 def get_suite(suite: str):
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
-    return benchmark.get_benchmark_dict()[suite]()
+    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints its task order on every construction
+        return benchmark.get_benchmark_dict()[suite]()
 
 
 def get_task(suite: str, task_id: int):
@@ -485,7 +487,7 @@ def env_worker(conn) -> None:
         except EOFError:
             return
         if command == "close":
-            return
+            os._exit(0)  # skip interpreter teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
         try:
             conn.send(("ok", run_env_command(slot, command, payload)))
         except Exception:
@@ -603,11 +605,28 @@ class EnvPool:
 # Reward files
 
 
-ALLOWED_IMPORTS = ("math", "numpy")
+ALLOWED_MODULES = ("math", "numpy", "numpy.linalg")
+# numpy is a door to the file system and the process (np.lib.npyio.os, np.load, np.ctypeslib, ...), so a
+# reward file may reach only these pure functions and constants through it.
+NUMPY_API = {
+    "abs", "absolute", "all", "allclose", "any", "arccos", "arcsin", "arctan", "arctan2", "arange", "argmax",
+    "argmin", "argsort", "array", "asarray", "atleast_1d", "ceil", "clip", "concatenate", "cos", "cosh", "count_nonzero",
+    "cross", "cumsum", "deg2rad", "degrees", "diff", "dot", "e", "einsum", "exp", "expm1", "eye", "fabs", "float32",
+    "float64", "floor", "full", "hypot", "inf", "inner", "int64", "interp", "isclose", "isfinite", "isinf", "isnan",
+    "linalg", "linspace", "log", "log10", "log1p", "log2", "logical_and", "logical_not", "logical_or", "matmul", "max",
+    "maximum", "mean", "median", "min", "minimum", "nan", "ones", "ones_like", "outer", "pi", "power", "prod",
+    "rad2deg", "radians", "round", "sign", "sin", "sinh", "sort", "sqrt", "square", "stack", "std", "sum", "tan", "tanh",
+    "tile", "trace", "transpose", "var", "vstack", "hstack", "where", "zeros", "zeros_like",
+}  # fmt: skip
+LINALG_API = {"norm", "det", "inv", "solve", "eig", "eigh", "svd", "pinv", "matrix_rank"}
+FORBIDDEN_ATTRIBUTES = {
+    "tofile", "dump", "dumps", "ctypes", "gi_frame", "gi_code", "cr_frame", "ag_frame", "f_back", "f_globals",
+    "f_locals", "f_builtins", "f_code", "tb_frame", "tb_next",
+}  # fmt: skip
 FORBIDDEN_NAMES = {
     "open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "getattr", "setattr",
     "delattr", "input", "breakpoint", "help", "exit", "quit", "memoryview", "type", "object", "classmethod",
-    "staticmethod", "property", "super",
+    "staticmethod", "property", "super", "dir",
 }  # fmt: skip
 SAFE_BUILTINS = {
     name: getattr(builtins, name)
@@ -623,27 +642,77 @@ class RewardFileError(Exception):
     """A reward file that is missing, rejected by the allow-list, or broken at run time."""
 
 
+def module_api(module: str) -> Optional[set]:
+    """The attributes a reward file may use on `module` (None: any public one)."""
+    return {"math": None, "numpy": NUMPY_API, "numpy.linalg": LINALG_API}[module]
+
+
+def imported_modules(tree: ast.Module, filename: str) -> dict:
+    """{local name: module} of the file's imports; rejects any import outside the allow-list."""
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name not in ALLOWED_MODULES:
+                    raise RewardFileError(
+                        f"{filename}: line {node.lineno} imports {alias.name!r}; only {', '.join(ALLOWED_MODULES)} are allowed"
+                    )
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module not in ALLOWED_MODULES or node.level:
+                raise RewardFileError(
+                    f"{filename}: line {node.lineno} imports {module!r}; only {', '.join(ALLOWED_MODULES)} are allowed"
+                )
+            for alias in node.names:
+                full = f"{module}.{alias.name}"
+                if full in ALLOWED_MODULES:
+                    aliases[alias.asname or alias.name] = full
+                elif alias.name.startswith("_") or (module_api(module) is not None and alias.name not in module_api(module)):
+                    raise RewardFileError(f"{filename}: line {node.lineno} imports {full!r}, which reward files may not use")
+    return aliases
+
+
 def check_reward_source(source: str, filename: str = "<reward>") -> ast.Module:
-    """Reject a reward file unless it only uses math/numpy and plain Python; never executes it."""
+    """Reject a reward file unless it only uses math, numpy's pure functions and plain Python; never runs it."""
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as error:
         raise RewardFileError(f"{filename}: syntax error at line {error.lineno}: {error.msg}") from None
+    modules = imported_modules(tree, filename)
+    module_reads = set()  # ids of the Name nodes that are the `np` in `np.x`: the only allowed use of a module
+
+    def module_of(node):
+        if isinstance(node, ast.Name):
+            return modules.get(node.id)
+        if isinstance(node, ast.Attribute) and module_of(node.value) is not None:
+            full = f"{module_of(node.value)}.{node.attr}"
+            return full if full in ALLOWED_MODULES else None
+        return None
+
     for node in ast.walk(tree):
         line = getattr(node, "lineno", "?")
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for module in modules:
-                if module.split(".")[0] not in ALLOWED_IMPORTS or getattr(node, "level", 0):
-                    raise RewardFileError(
-                        f"{filename}: line {line} imports {module!r}; only {', '.join(ALLOWED_IMPORTS)} are allowed"
-                    )
-        elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-            raise RewardFileError(f"{filename}: line {line} reads the private attribute {node.attr!r}")
+        if isinstance(node, ast.Attribute):
+            if node.attr.startswith("_") or node.attr in FORBIDDEN_ATTRIBUTES:
+                raise RewardFileError(f"{filename}: line {line} reads the forbidden attribute {node.attr!r}")
+            if not isinstance(node.ctx, ast.Load):
+                raise RewardFileError(f"{filename}: line {line} assigns to the attribute {node.attr!r}")
+            owner = module_of(node.value)
+            if owner is not None:
+                module_reads.add(id(node.value))
+                api = module_api(owner)
+                if api is not None and node.attr not in api:
+                    raise RewardFileError(f"{filename}: line {line} uses {owner}.{node.attr}, which reward files may not")
         elif isinstance(node, ast.Name) and (node.id in FORBIDDEN_NAMES or node.id.startswith("__")):
             raise RewardFileError(f"{filename}: line {line} uses the forbidden name {node.id!r}")
-        elif isinstance(node, (ast.Global, ast.Nonlocal, ast.ClassDef, ast.AsyncFunctionDef, ast.Lambda)):
+        elif isinstance(node, (ast.Global, ast.Nonlocal, ast.ClassDef, ast.AsyncFunctionDef, ast.Lambda, ast.Yield,
+                               ast.YieldFrom, ast.Await)):  # fmt: skip
             raise RewardFileError(f"{filename}: line {line} uses {type(node).__name__}, which reward files may not")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in modules and id(node) not in module_reads:
+            raise RewardFileError(
+                f"{filename}: line {node.lineno} uses the module {node.id!r} as a value; only call its functions"
+            )
     for node in tree.body:
         if not isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign, ast.AnnAssign, ast.Expr)):
             raise RewardFileError(
@@ -659,8 +728,8 @@ def check_reward_source(source: str, filename: str = "<reward>") -> ast.Module:
 
 
 def restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
-    if name.split(".")[0] not in ALLOWED_IMPORTS or level:
-        raise ImportError(f"reward files may only import {', '.join(ALLOWED_IMPORTS)}, not {name!r}")
+    if name not in ALLOWED_MODULES or level:
+        raise ImportError(f"reward files may only import {', '.join(ALLOWED_MODULES)}, not {name!r}")
     return __import__(name, globals, locals, fromlist, level)
 
 
@@ -691,7 +760,7 @@ def reward_file_path(suite: str, task_name: str) -> Path:
 def gen_reward_command(suite: str, task_name: str) -> str:
     names = [task.name for task in get_suite(suite).tasks]
     task_id = names.index(task_name) if task_name in names else "<id>"
-    return f"python gen_reward.py --suite {suite} --task-id {task_id}"
+    return f"python gen_reward.py --suite {suite} --task-id {task_id} --provider anthropic --model <model name>"
 
 
 def load_reward_fn(suite: str, task_name: str, path: Optional[str] = None) -> RewardFn:
@@ -795,6 +864,8 @@ def collect_group(
     """
     if termination not in ("first-success", "independent"):
         raise ValueError(f"unknown termination {termination!r}; use first-success or independent")
+    if max_steps < 1:
+        raise ValueError(f"--max-steps {max_steps}: a trajectory needs at least one step")
     task = get_task(suite, task_id)
     n = pool.num_envs
     spec = EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size, True, seed)
@@ -806,6 +877,11 @@ def collect_group(
     results = pool.reset(list(range(n)), spec, init_state, task.name)
     timing["simulation"] += time.perf_counter() - start
     live = np.array([r is not None for r in results])
+    if not live.any():
+        raise RuntimeError(
+            f"all {n} env workers failed to reset on {suite}/{task.name} (see the warnings above); "
+            "if they died at start-up, run `python rollout.py --model tiny --num-envs 1` to see the error"
+        )
     failed = ~live
     image_shape = next((r["image"].shape for r in results if r is not None), (224, 224, 3))
     current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
@@ -850,9 +926,6 @@ def collect_group(
 
     timing["total"] = time.perf_counter() - start
     timing["other"] = timing["total"] - timing["simulation"] - timing["policy"] - timing["reward"]
-    if not images:  # every env failed at reset
-        images, tokens = [np.stack(current)], [np.zeros((n, ACTION_DIM), np.int64)]
-        log_probs, rewards, masks = [np.zeros(n, np.float32)], [np.zeros(n, np.float32)], [np.zeros(n, bool)]
     return Group(
         suite=suite,
         task_name=task.name,

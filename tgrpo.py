@@ -242,7 +242,9 @@ def save_checkpoint(run_dir: Path, model, optimizer, iteration: int, args: Args,
     """Write adapter, optimizer, RNG states and trainer state to run_dir/checkpoint, atomically."""
     final, tmp = run_dir / "checkpoint", run_dir / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp / "adapter"))
+    # LoRA weights only: PEFT would add the full embeddings and lm_head (0.5 GB for 7B) because all-linear
+    # adapts lm_head, but the base copies never change.
+    model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     trainer_state = {"iteration": iteration, "args": asdict(args), "reward_sha256": reward_hashes}

@@ -19,6 +19,18 @@ def compute_reward(state, info):
 """
 
 
+OK = "def compute_reward(state, info):\n    return 0.0\n"
+
+
+def test_numpy_linalg_and_math_stay_usable(tmp_path):
+    source = (
+        "import math\nimport numpy as np\nimport numpy.linalg as la\nfrom numpy.linalg import norm\n"
+        "def compute_reward(state, info):\n"
+        "    return float(np.linalg.norm(state['v']) + norm(state['v']) + la.det(np.eye(2)) + math.cos(0))\n"
+    )
+    assert load(write_reward(tmp_path, source))({"v": np.array([3.0, 4.0])}, {}) == pytest.approx(12.0)
+
+
 def write_reward(tmp_path, source, name="reward.py"):
     path = tmp_path / name
     path.write_text(source)
@@ -38,19 +50,31 @@ def test_a_good_file_loads_and_computes(tmp_path):
 @pytest.mark.parametrize(
     "source,message",
     [
-        ("import os\ndef compute_reward(state, info):\n    return 0.0\n", r"line 1 imports 'os'; only math, numpy"),
+        ("import os\ndef compute_reward(state, info):\n    return 0.0\n", r"line 1 imports 'os'; only math, numpy, numpy.linalg"),
         ("from subprocess import run\ndef compute_reward(state, info):\n    return 0.0\n", r"imports 'subprocess'"),
         (
             "def compute_reward(state, info):\n    return state.__class__.__name__\n",
-            r"line 2 reads the private attribute '__name__'",
+            r"line 2 reads the forbidden attribute '__name__'",
         ),
         ("def compute_reward(state, info):\n    return __builtins__\n", r"forbidden name '__builtins__'"),
         ("def compute_reward(state, info):\n    return eval('1')\n", r"line 2 uses the forbidden name 'eval'"),
         ("def compute_reward(state, info)\n    return 0.0\n", r"syntax error at line 1"),
         ("def reward(state, info):\n    return 0.0\n", r"must define `def compute_reward\(state, info\)"),
         ("print('hi')\ndef compute_reward(state, info):\n    return 0.0\n", r"top-level expressions"),
+        # numpy reaches the file system and os; only its pure functions are allowed.
+        ("import numpy as np\nX = np.lib.npyio.os.environ\n" + OK, r"line 2 uses numpy.lib"),
+        ("import numpy\ndef compute_reward(state, info):\n    return numpy.load('x')\n", r"uses numpy.load"),
+        ("from numpy import ctypeslib\n" + OK, r"imports 'numpy.ctypeslib'"),
+        ("import numpy as np\nm = np\n" + OK, r"uses the module 'np' as a value"),
+        ("def compute_reward(state, info):\n    state['eef_pos'].tofile('x')\n", r"forbidden attribute 'tofile'"),
+        ("import math\nmath.pi = 3\n" + OK, r"assigns to the attribute 'pi'"),
+        ("def compute_reward(state, info):\n    return (x for x in [1]).gi_frame\n", r"forbidden attribute 'gi_frame'"),
     ],
-    ids=["import-os", "from-import", "dunder-attribute", "dunder-name", "eval", "syntax-error", "no-function", "top-level-call"],
+    ids=[
+        "import-os", "from-import", "dunder-attribute", "dunder-name", "eval", "syntax-error", "no-function",
+        "top-level-call", "numpy-lib-os", "numpy-load", "numpy-ctypeslib", "module-alias", "array-tofile",
+        "module-assignment", "generator-frame",
+    ],
 )
 def test_rejected_files_name_the_file_the_line_and_the_fix(tmp_path, source, message):
     marker = tmp_path / "executed"
@@ -58,7 +82,7 @@ def test_rejected_files_name_the_file_the_line_and_the_fix(tmp_path, source, mes
     with pytest.raises(rollout.RewardFileError, match=message) as error:
         load(path)
     assert str(path) in str(error.value)
-    assert "python gen_reward.py --suite libero_goal --task-id 8 --overwrite" in str(error.value)
+    assert "python gen_reward.py --suite libero_goal --task-id 8 --provider anthropic --model <model name> --overwrite" in str(error.value)
     assert not marker.exists()
 
 
