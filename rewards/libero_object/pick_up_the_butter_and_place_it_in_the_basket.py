@@ -1,0 +1,81 @@
+# Reward for libero_object / pick_up_the_butter_and_place_it_in_the_basket: "pick up the butter and place it in the basket".
+# Made by: hand-written by the maintainers to the gen_reward.py contract (no LLM, hence no model and no
+#   prompt hash); key poses: targets derived from object positions (no demonstrations).
+# Date: 2026-11-22
+# Validation: gen_reward.py --check on 24 real states (init states 0-3, each after the wait steps and after
+#   1-5 random actions): rewards in [0.06965, 0.09162], 24 distinct values, deterministic. A goal state built
+#   in the simulator (objects placed, joints set, all goal predicates true) scores 28.60; init
+#   states 0-2 score at most 0.09.
+"""Multi-stage dense reward: reach the butter, grasp it, lift it, carry it over the basket, lower it in.
+
+Goal (BDDL): (In butter_1 basket_1_contain_region). LIBERO's in() holds when the object's body origin lies inside
+the basket's contain region (a box about 12 cm wide around the basket's interior). The scene is on the floor (z near
+0) and the items start at different places in different init states, so every position is read from the state. The
+butter is about 2 cm tall with its body origin at its centre; the basket rim is about 7 cm above the contain
+region's centre.
+"""
+
+import math
+
+import numpy as np
+
+OBJECT = "butter_1"
+TARGET = "basket_1_contain_region"
+GRASP_HEIGHT = 0.00  # grasp at the body origin, the object's centre
+REACH_NEAR = 0.04  # eef distance to the grasp point once the fingers are around the object
+CARRY_HEIGHT = 0.12  # eef height above the contain region's centre that clears the rim with the object held
+ALIGN = 0.04  # in() accepts about 6 cm around the region's centre; aim inside that
+# Stage rewards, rising: none, near the object, at the grasp point, grasped, lifted, over the target, set down.
+STAGE_REWARDS = (0.0, 0.5, 1.5, 3.5, 5.5, 7.0, 8.5)
+COMPLETION_REWARD = 20.0  # all goal predicates hold: far above every stage reward
+
+
+def distance(a, b):
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
+
+
+def pick_and_place(state, info, name, target_pos, grasp_height, reach_near, carry_height, align):
+    """Stage reached in moving object `name` onto or into `target_pos` (an index into STAGE_REWARDS) and the
+    end-effector key pose of that stage.
+
+    grasp_height: grasp point above the object's body origin; reach_near: eef distance to that point once the
+    fingers are around the object; carry_height: eef height above the target while carrying; align: the xy
+    distance to the target that the goal predicate accepts.
+    """
+    obj = state["objects"][name]
+    pos = np.asarray(obj["pos"], dtype=np.float64)
+    start = np.asarray(info["initial"]["objects"][name]["pos"], dtype=np.float64)
+    target_pos = np.asarray(target_pos, dtype=np.float64)
+    grasp_point = pos + np.array([0.0, 0.0, grasp_height])
+    reach = distance(state["eef_pos"], grasp_point)
+    moved = distance(pos, start) > 0.04
+    # The grasp flag flickers while an object swings in the fingers: a raised object at the fingers counts as held.
+    held = bool(obj["grasped"]) or (reach < reach_near + 0.02 and pos[2] > start[2] + 0.02)
+    to_target = distance(pos[:2], target_pos[:2])
+    lowered = pos[2] < target_pos[2] + carry_height - grasp_height
+    stage = 0
+    if reach < 0.10:
+        stage = 1  # the gripper is near the object
+    if reach < reach_near:
+        stage = 2  # the gripper is at the grasp point
+    if held:
+        stage = 3  # grasped
+    if held and moved:
+        stage = 4  # lifted off its support
+    if held and moved and to_target < 0.10:
+        stage = 5  # carried over the target
+    if moved and to_target < align and lowered:
+        stage = 6  # set down on or into the target
+    key = grasp_point if stage < 3 else target_pos + np.array([0.0, 0.0, carry_height])
+    return stage, key
+
+
+def compute_reward(state, info):
+    target = state["objects"][TARGET]["pos"]
+    stage, key = pick_and_place(state, info, OBJECT, target, GRASP_HEIGHT, REACH_NEAR, CARRY_HEIGHT, ALIGN)
+    reward = STAGE_REWARDS[stage]
+    if all(goal["satisfied"] for goal in state["goal"]) or state["success"]:
+        reward += COMPLETION_REWARD
+    # Small end-effector shaping toward the key pose of the current stage (at most 0.5, one stage step).
+    reward += 0.5 * math.exp(-5.0 * distance(state["eef_pos"], key))
+    return float(reward)
