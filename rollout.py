@@ -6,12 +6,15 @@ The env follows OpenVLA's published LIBERO conventions (DESIGN.md sections 4-5);
 action tokens of all live envs in one batched call; each env lives in its own worker process.
 """
 
+import logging
 import os
 
 # MuJoCo picks its GL backend at import time; EGL renders headless (Mesa on CPU, the driver on NVIDIA).
 os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+# robosuite warns at every import (so in every env worker) that it has no private macro file.
+logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
 
 import ast
 import builtins
