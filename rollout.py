@@ -518,7 +518,15 @@ class EnvPool:
     def _start_worker(self, i: int) -> None:
         parent_conn, child_conn = self.context.Pipe()
         worker = self.context.Process(target=env_worker, args=(child_conn,), daemon=True, name=f"libero-env-{i}")
-        worker.start()
+        # Mesa's llvmpipe renders with one thread per core by default; with several workers per core, their
+        # threads only contend (measured: 7.7 -> 10.2 steps/s for 4 workers on 2 cores). Spawn copies os.environ.
+        user_setting = os.environ.get("LP_NUM_THREADS")
+        os.environ["LP_NUM_THREADS"] = user_setting or str(max(1, (os.cpu_count() or 1) // self.num_envs))
+        try:
+            worker.start()
+        finally:
+            if user_setting is None:
+                del os.environ["LP_NUM_THREADS"]
         child_conn.close()
         self.workers[i], self.conns[i] = worker, parent_conn
 

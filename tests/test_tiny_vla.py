@@ -16,7 +16,7 @@ INSTRUCTIONS = [
     "open the top drawer of the cabinet",
     "pick up the alphabet soup and place it in the basket",
 ]
-NUM_PATCHES = (224 // 32) ** 2
+NUM_PATCHES = (224 // 56) ** 2  # tiny_vla default patch size
 
 
 def load(path):

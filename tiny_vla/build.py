@@ -28,21 +28,43 @@ AUTO_MAP_PROCESSOR = {
     "AutoProcessor": "processing_tiny_vla.TinyVLAProcessor",
 }
 BASE_VOCAB, SPIECE_UNDERLINE_ID = 32000, 29871
+# Whole-word pieces for the prompt template and LIBERO's instructions: prompts come out about as short as
+# with Llama's real vocabulary (~25 tokens, not ~75 characters), which keeps the tiny model's prefill cheap.
+WORDS = """In What Out action should the robot take to alphabet and at back basket bbq between black book both
+bottle bottom bowl box butter cabinet caddy center cheese chocolate close compartment cookie cream drawer
+dressing from front frying in inside it juice ketchup left microwave middle milk moka mug next of off on open
+orange pan pick place plate pot pots pudding push put rack ramekin red right salad sauce shelf soup stack stove
+table them tomato top tray turn under up white wine wooden yellow""".split()
 LIBERO_KEYS = ["libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"]
 
 
+def word_merges(words: list) -> list:
+    """BPE merges that build each "▁word" left to right, e.g. (▁, p), (▁p, u), (▁pu, t); shared prefixes once."""
+    merges, seen = [], set()
+    for word in words:
+        current = "▁"
+        for char in word:
+            if current + char not in seen:
+                seen.add(current + char)
+                merges.append((current, char))
+            current += char
+    return merges
+
+
 def build_tokenizer() -> LlamaTokenizerFast:
-    """A Llama-2-style tokenizer with the real id layout; text only ever maps to ids 0..258 and 29871..29965."""
+    """A Llama-2-style tokenizer with the real id layout; text never maps to the action ids 31744..31999."""
     pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     chars = ["▁"] + [chr(c) for c in range(33, 127)]  # "▁" (= space) and printable ASCII
     # Fillers are multi-character pieces without merges, so BPE can never produce them.
     pieces += [f"<unused_{i}>" for i in range(len(pieces), SPIECE_UNDERLINE_ID)]
     pieces += chars
+    merges = word_merges(WORDS)
+    pieces += [left + right for left, right in merges]
     pieces += [f"<unused_{i}>" for i in range(len(pieces), BASE_VOCAB)]
     vocab = {piece: i for i, piece in enumerate(pieces)}
     assert len(vocab) == BASE_VOCAB and vocab["▁"] == SPIECE_UNDERLINE_ID
 
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     tok.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]

@@ -31,7 +31,7 @@ class TinyVLAConfig(PretrainedConfig):
         self,
         text_config=None,
         image_size: int = 224,
-        patch_size: int = 32,
+        patch_size: int = 56,
         vision_width: int = 64,
         n_action_bins: int = 256,
         pad_to_multiple_of: int = 64,
