@@ -1,0 +1,532 @@
+"""Per-task and per-suite LIBERO success rates of an OpenVLA-style policy, under the official protocol.
+
+    python evaluate.py --suite libero_goal --model openvla/openvla-7b-finetuned-libero-goal --num-envs 8
+    python evaluate.py --suite libero_goal --model <dir> --lora runs/<run>   # or runs/<run>/checkpoint/adapter
+    python evaluate.py --suite all --model tiny --trials-per-task 2 --max-steps 20   # a laptop smoke run
+
+The protocol is OpenVLA's LIBERO evaluation (DESIGN.md section 5): init states 0..49 of every task, greedy
+decoding, 10 wait steps, the suite's step cap, success = the env's `done`, a crash counts as a failure.
+Unlike upstream's one-env loop, `--num-envs` workers run different init states of the same task at once
+with one batched policy call per step; results do not depend on `--num-envs` (greedy decoding and a
+deterministic simulator). Every flag that departs from the protocol is printed and stored in the JSON.
+"""
+
+import hashlib
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import imageio
+import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
+
+import rollout
+
+
+@dataclass
+class Args:
+    suite: str = "libero_goal"
+    """libero_spatial, libero_object, libero_goal, libero_10 (Long), libero_90, or `all` (the first four)"""
+    model: Optional[str] = None
+    """checkpoint dir, hub id, or `tiny` (a tiny VLA built locally); default: OpenVLA's checkpoint of each suite"""
+    lora: tuple[str, ...] = ()
+    """LoRA adapter dir (with adapter_config.json) or tgrpo.py run dir; with --suite all, one per suite in order"""
+    task_ids: Optional[tuple[int, ...]] = None
+    """evaluate only these tasks (default: all tasks of the suite)"""
+    trials_per_task: int = 50
+    """episodes per task, from init states 0..trials-1 (LIBERO has 50 per task; the protocol uses all)"""
+    num_envs: int = 8
+    """parallel env workers; they run different init states of the same task, one batched policy call per step"""
+    max_steps: Optional[int] = None
+    """step cap per episode after the 10 wait steps; default: the protocol cap of the suite (goal 300, ...)"""
+    temperature: float = 0.0
+    """sampling temperature on the action logits; 0 = greedy, the protocol (above 0, results depend on --num-envs)"""
+    seed: int = 7
+    """seed of torch and numpy (OpenVLA's evaluation uses 7); only sampling (--temperature > 0) consumes it"""
+    camera_size: int = 256
+    """agentview render size in pixels (the protocol renders 256, then resizes to 224)"""
+    video: Literal["none", "failures", "all"] = "none"
+    """write an mp4 of the frames the policy saw for no episode, failed episodes, or all episodes"""
+    out: Optional[str] = None
+    """results JSON path (videos go to <out without .json>_videos/); default runs/eval__<suite>__<model>__<time>.json"""
+    step_timeout: float = 60.0
+    """seconds an env step may take before its worker counts as hung (the episode then fails)"""
+    device: Optional[str] = None
+    """torch device; default cuda when available, else cpu (cpu only for `--model tiny`)"""
+
+
+TRIALS_PER_TASK = 50  # LIBERO ships 50 fixed init states per task
+ENV_SEED = 0  # upstream seeds its envs with 0: the seed places the fixtures, which init states do not cover
+PROTOCOL_SEED = 7
+PROTOCOL_CAMERA_SIZE = 256
+PAPER_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long")
+# Published success rates (%), Spatial / Object / Goal / Long / Average, 50 trials per task.
+PUBLISHED = {"OpenVLA SFT": (84.7, 88.4, 79.2, 53.7, 76.5), "TGRPO": (90.4, 92.2, 81.0, 59.2, 80.7)}
+PUBLISHED_NOTE = "Long: OpenVLA reports 53.7 for its own model; the TGRPO paper's table prints 51.1 for it."
+
+
+class UsageError(ValueError):
+    """Bad command-line input: printed as a one-line error naming the flag, without a traceback."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input checks and protocol departures
+
+
+def suites_of(suite: str) -> list:
+    if suite == "all":
+        return list(PAPER_SUITES)
+    if suite not in rollout.SUITES:
+        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(rollout.SUITES)}, or all")
+    return [suite]
+
+
+def check_suite(suite: str) -> None:
+    if suite not in rollout.SUITES:
+        raise UsageError(f"--suite {suite!r} is unknown here; choose one of {', '.join(rollout.SUITES)}")
+
+
+def check_task_ids(suite: str, task_ids) -> list:
+    n_tasks = rollout.get_suite(suite).n_tasks
+    if task_ids is None:
+        return list(range(n_tasks))
+    bad = [t for t in task_ids if not 0 <= t < n_tasks]
+    if bad or not task_ids:
+        raise UsageError(f"--task-ids {' '.join(map(str, bad or task_ids))}: {suite} has tasks 0..{n_tasks - 1}")
+    return list(dict.fromkeys(task_ids))  # keep the order, drop repeats
+
+
+def check_args(args: Args) -> None:
+    """Reject bad input before any model or env is loaded; each message names its flag."""
+    suites = suites_of(args.suite)
+    for suite in suites:
+        check_task_ids(suite, args.task_ids)
+    if not 1 <= args.trials_per_task <= TRIALS_PER_TASK:
+        raise UsageError(
+            f"--trials-per-task {args.trials_per_task}: LIBERO has {TRIALS_PER_TASK} fixed init states per task, "
+            f"so use 1..{TRIALS_PER_TASK} ({TRIALS_PER_TASK} is the protocol)"
+        )
+    if args.num_envs < 1:
+        raise UsageError(f"--num-envs {args.num_envs}: need at least 1 env worker")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UsageError(f"--max-steps {args.max_steps}: need at least 1 step")
+    if args.temperature < 0:
+        raise UsageError(f"--temperature {args.temperature}: must be >= 0 (0 decodes greedily)")
+    if args.lora and len(args.lora) != len(suites):
+        raise UsageError(
+            f"--lora got {len(args.lora)} adapter dir(s) for {len(suites)} suite(s) ({', '.join(suites)}): "
+            "give one adapter per evaluated suite, in that order"
+        )
+    for lora_dir in args.lora:
+        lora_adapter_dir(lora_dir)
+
+
+def protocol_departures(suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states) -> list:
+    """Human-readable list of every setting that makes this run differ from the published protocol."""
+    departures = []
+    if task_ids != list(range(rollout.get_suite(suite).n_tasks)):
+        departures.append(f"--task-ids {' '.join(map(str, task_ids))} (protocol: all tasks)")
+    if trials_per_task != TRIALS_PER_TASK:
+        departures.append(f"--trials-per-task {trials_per_task} (protocol: {TRIALS_PER_TASK})")
+    if max_steps != rollout.EVAL_MAX_STEPS[suite]:
+        departures.append(f"--max-steps {max_steps} (protocol for {suite}: {rollout.EVAL_MAX_STEPS[suite]})")
+    if temperature != 0:
+        departures.append(f"--temperature {temperature} (protocol: 0, greedy)")
+    if camera_size != PROTOCOL_CAMERA_SIZE:
+        departures.append(f"--camera-size {camera_size} (protocol: {PROTOCOL_CAMERA_SIZE})")
+    if custom_states:
+        departures.append("explicit init states (protocol: the task's fixed init states 0..trials-1)")
+    return departures
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model and LoRA adapter
+
+
+def lora_adapter_dir(lora_dir: str) -> str:
+    """The directory holding adapter_config.json: `lora_dir` itself, or the adapter of a tgrpo.py run dir."""
+    path = Path(lora_dir)
+    for candidate in (path, path / "checkpoint" / "adapter"):  # tgrpo.py saves runs/<run>/checkpoint/adapter
+        if (candidate / "adapter_config.json").is_file():
+            return str(candidate)
+    found = sorted(str(p.parent) for p in path.glob("**/adapter_config.json"))[:5] if path.is_dir() else []
+    hint = f"; adapter dirs below it: {', '.join(found)}" if found else ""
+    raise UsageError(
+        f"--lora {lora_dir}: no adapter_config.json there, nor in its checkpoint/adapter. Pass a tgrpo.py run dir "
+        f"or the adapter dir itself{hint}"
+    )
+
+
+def load_lora(policy: rollout.VLAPolicy, lora_dir: str) -> None:
+    """Wrap policy.model with a saved LoRA adapter; a key or shape mismatch with the base model is an error.
+
+    peft silently skips adapter weights whose names match no module, which would evaluate the base model
+    under the adapter's name: so every saved tensor must be found in the wrapped model.
+    """
+    from peft import PeftConfig, PeftModel
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+    lora_dir = lora_adapter_dir(lora_dir)
+    base_name = getattr(policy.model, "name_or_path", "?")
+    adapter_base = PeftConfig.from_pretrained(lora_dir).base_model_name_or_path
+    mismatch = f"--lora {lora_dir} does not match the base model {base_name} (adapter made for {adapter_base})"
+    try:
+        model = PeftModel.from_pretrained(policy.model, lora_dir)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise UsageError(f"{mismatch}: {str(error).strip().splitlines()[-1][:400]}") from error
+    # The file may or may not carry embedding/lm_head base weights (peft's save_embedding_layers); LoRA
+    # weights it must carry, every one of them.
+    saved = load_peft_weights(lora_dir, device="cpu")
+    loadable = get_peft_model_state_dict(model, save_embedding_layers=True)
+    unused = sorted(set(saved) - set(loadable))
+    missing = sorted(k for k in loadable if "lora_" in k and k not in saved)
+    if unused or missing:
+        raise UsageError(
+            f"{mismatch}: {len(unused)} saved tensors match no module (e.g. {unused[:2]}), "
+            f"{len(missing)} adapter modules got no weights (e.g. {missing[:2]})"
+        )
+    if Path(str(adapter_base)).name != Path(str(base_name)).name:
+        print(f"[evaluate] note: --lora {lora_dir} was made on {adapter_base}; evaluating it on {base_name}")
+    model.eval()
+    policy.model = model  # LoRA layers are injected in place, so VLAPolicy's calls go through the adapter
+
+
+def load_policy(model: Optional[str], suite: str, lora_dir: Optional[str] = None, device=None) -> rollout.VLAPolicy:
+    policy = rollout.load_vla(model, suite, device)
+    if lora_dir:
+        load_lora(policy, lora_dir)
+    return policy
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Episodes: many init states of one task over the pool's workers
+
+
+def start_episode(init_state_id: int, result: Optional[dict], keep_frames: bool) -> dict:
+    return {
+        "init_state_id": int(init_state_id),
+        "image": None if result is None else result["image"],
+        "frames": [result["image"]] if keep_frames and result is not None else [],
+        "digest": hashlib.sha256(),
+        "length": 0,
+        "start": time.perf_counter(),
+    }
+
+
+def fingerprint(episode: dict, state: Optional[dict]) -> str:
+    """Hash of the action tokens and the final eef/object positions: equal hashes = identical episodes."""
+    digest = episode["digest"].copy()
+    if state is not None:
+        digest.update(np.asarray(state["eef_pos"], np.float64).tobytes())
+        for name in sorted(state["objects"]):
+            digest.update(np.asarray(state["objects"][name]["pos"], np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def finish_episode(episode, suite, task, task_id, success, error, state, video, video_dir) -> dict:
+    record = {
+        "suite": suite,
+        "task_id": task_id,
+        "task_name": task.name,
+        "init_state_id": episode["init_state_id"],
+        "success": bool(success),
+        "length": episode["length"],
+        "wall_time": round(time.perf_counter() - episode["start"], 3),
+        "error": error,
+        "fingerprint": fingerprint(episode, state),
+        "video": None,
+    }
+    if video == "all" or (video == "failures" and not success):
+        if episode["frames"]:
+            record["video"] = str(write_video(episode["frames"], video_dir, record))
+    return record
+
+
+def write_video(frames: list, video_dir, record: dict) -> Path:
+    outcome = "success" if record["success"] else "failure"
+    name = f"{record['suite']}__task{record['task_id']:02d}__init{record['init_state_id']:02d}__{outcome}.mp4"
+    path = Path(video_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, frames, fps=rollout.CONTROL_FREQ, macro_block_size=1)
+    return path
+
+
+def advance(episode: dict, action_tokens: np.ndarray, result: Optional[dict], keep_frames: bool) -> None:
+    episode["length"] += 1
+    episode["digest"].update(np.asarray(action_tokens, np.int64).tobytes())
+    if result is not None:
+        episode["image"] = result["image"]
+        if keep_frames:
+            episode["frames"].append(result["image"])
+
+
+RESET_ERROR = "env worker crashed or hung during reset (its error is printed on stderr)"
+
+
+def episode_end(result: Optional[dict], length: int, max_steps: int):
+    """(finished, success, error) after a step: success = LIBERO's `done`; a crashed env is a failure."""
+    if result is None:
+        return True, False, f"env worker crashed or hung at step {length} (its error is printed on stderr)"
+    if result["done"]:
+        return True, True, None
+    return length >= max_steps, False, None
+
+
+def evaluate_task(
+    policy, pool, suite, task_id, init_states, init_state_ids, max_steps, temperature=0.0, camera_size=256,
+    video="none", video_dir=None, on_episode: Optional[Callable] = None,
+) -> list:  # fmt: skip
+    """One episode per init state, spread over the pool's workers; returns records sorted by init state.
+
+    Each step makes one batched policy call for every live env, then steps them in parallel; a finished
+    episode frees its worker for the next pending init state straight away.
+    """
+    task = rollout.get_task(suite, task_id)
+    spec = rollout.EnvSpec(rollout.task_bddl_path(task), rollout.env_horizon(max_steps), camera_size, True, ENV_SEED)
+    pending, running, records = deque(zip(init_state_ids, init_states)), {}, []
+
+    def finish(episode, success, error, state):
+        records.append(finish_episode(episode, suite, task, task_id, success, error, state, video, video_dir))
+        if on_episode is not None:
+            on_episode(records[-1])
+
+    while pending or running:
+        free = [w for w in range(pool.num_envs) if w not in running][: len(pending)]
+        if free:
+            starts = [pending.popleft() for _ in free]
+            results = pool.reset(free, spec, [state for _, state in starts], task.name)
+            for w, (state_id, _), result in zip(free, starts, results):
+                episode = start_episode(state_id, result, video != "none")
+                if result is None:
+                    finish(episode, False, RESET_ERROR, None)
+                else:
+                    running[w] = episode
+        if not running:
+            continue
+        ids = sorted(running)
+        tokens, _, actions = policy.act(np.stack([running[w]["image"] for w in ids]), task.language, temperature)
+        for w, result, action_tokens in zip(ids, pool.step(ids, actions), tokens):
+            episode = running[w]
+            advance(episode, action_tokens, result, keep_frames=video != "none")
+            finished, success, error = episode_end(result, episode["length"], max_steps)
+            if finished:
+                finish(running.pop(w), success, error, None if result is None else result["state"])
+    return sorted(records, key=lambda record: record["init_state_id"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A whole suite (the function tgrpo.py calls for periodic evaluation)
+
+
+def evaluate_suite(
+    policy: rollout.VLAPolicy,
+    suite: str,
+    task_ids=None,
+    trials_per_task: int = TRIALS_PER_TASK,
+    num_envs: int = 8,
+    max_steps: Optional[int] = None,
+    temperature: float = 0.0,
+    camera_size: int = PROTOCOL_CAMERA_SIZE,
+    pool: Optional[rollout.EnvPool] = None,
+    video: str = "none",
+    video_dir: Optional[str] = None,
+    progress: bool = True,
+    init_states: Optional[dict] = None,
+    step_timeout: float = 60.0,
+) -> dict:
+    """Success rates of `policy` on `suite` under the protocol, unless the arguments say otherwise.
+
+    `pool`: an existing EnvPool to run on (e.g. the trainer's; it stays open), else one of `num_envs`
+    workers is made and closed. `init_states`: {task_id: array (K, D)} of explicit flattened MuJoCo states
+    that replace the task's fixed ones (K episodes). Returns the summary of `summarize_suite`.
+    """
+    check_suite(suite)
+    task_ids = check_task_ids(suite, task_ids)
+    if not 1 <= trials_per_task <= TRIALS_PER_TASK:
+        raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
+    max_steps = max_steps or rollout.EVAL_MAX_STEPS[suite]
+    init_states = init_states or {}
+    plans = {t: init_states.get(t, rollout.get_init_states(suite, t)[:trials_per_task]) for t in task_ids}
+    if video != "none" and video_dir is None:
+        raise ValueError("video_dir is needed to write videos")
+    own_pool = pool is None
+    pool = pool or rollout.EnvPool(min(num_envs, max(len(p) for p in plans.values())), step_timeout=step_timeout)
+    bar = tqdm(total=sum(len(p) for p in plans.values()), desc=suite, disable=not progress, dynamic_ncols=True)
+    episodes, start = [], time.perf_counter()
+
+    def on_episode(record):
+        episodes.append(record)
+        wins = sum(r["success"] for r in episodes)
+        bar.set_postfix_str(f"task {record['task_id']}  success {wins}/{len(episodes)} = {wins / len(episodes):.1%}")
+        bar.update(1)
+
+    try:
+        for task_id, states in plans.items():
+            evaluate_task(
+                policy, pool, suite, task_id, states, range(len(states)), max_steps, temperature, camera_size,
+                video, video_dir, on_episode,
+            )  # fmt: skip
+    finally:
+        bar.close()
+        if own_pool:
+            pool.close()
+    departures = protocol_departures(
+        suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states=bool(init_states)
+    )
+    return summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, time.perf_counter() - start)
+
+
+def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, wall_time) -> dict:
+    episodes = sorted(episodes, key=lambda r: (r["task_id"], r["init_state_id"]))
+    tasks = []
+    for task_id in task_ids:
+        task, mine = rollout.get_task(suite, task_id), [r for r in episodes if r["task_id"] == task_id]
+        wins = sum(r["success"] for r in mine)
+        tasks.append({
+            "task_id": task_id, "task_name": task.name, "instruction": task.language, "successes": wins,
+            "trials": len(mine), "success_rate": wins / max(1, len(mine)),
+            "errors": sum(r["error"] is not None for r in mine),
+        })  # fmt: skip
+    wins = sum(r["success"] for r in episodes)
+    return {
+        "suite": suite,
+        "successes": wins,
+        "trials": len(episodes),
+        "success_rate": wins / max(1, len(episodes)),
+        "errors": sum(r["error"] is not None for r in episodes),
+        "max_steps": max_steps,
+        "temperature": temperature,
+        "departures": departures,
+        "wall_time": round(wall_time, 1),
+        "episodes_per_hour": round(len(episodes) / max(wall_time, 1e-9) * 3600, 1),
+        "tasks": tasks,
+        "episodes": episodes,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def format_task_table(result: dict) -> str:
+    suite = result["suite"]
+    lines = [
+        f"\n{suite}: {result['trials']} episodes, step cap {result['max_steps']}, "
+        f"{result['wall_time']:.0f} s ({result['episodes_per_hour']:.0f} episodes/hour)",
+        "",
+        "| task | instruction | successes / trials | % |",
+        "|---:|---|---:|---:|",
+    ]
+    for task in result["tasks"]:
+        errors = f" ({task['errors']} crashed)" if task["errors"] else ""
+        lines.append(
+            f"| {task['task_id']} | {task['instruction']} | {task['successes']} / {task['trials']}{errors} | "
+            f"{100 * task['success_rate']:.1f} |"
+        )
+    total = f"{result['successes']} / {result['trials']}"
+    lines.append(f"| | **{suite} average** | {total} | {100 * result['success_rate']:.1f} |")
+    if suite in PAPER_SUITES:
+        column = PAPER_SUITES.index(suite)
+        published = ", ".join(f"{name} {row[column]}" for name, row in PUBLISHED.items())
+        lines.append(f"\npublished success % on {suite} (50 trials x 10 tasks, not this run): {published}")
+    lines.append(departures_line(result["departures"]))
+    return "\n".join(lines)
+
+
+def departures_line(departures: list) -> str:
+    if not departures:
+        return "protocol: official (no departures)"
+    return "PROTOCOL DEPARTURES (not comparable with published numbers): " + "; ".join(departures)
+
+
+def format_table1(results: dict) -> str:
+    """The paper's Table 1 layout: this run beside the published rows, which are labelled as such."""
+    rates = [100 * results[s]["success_rate"] for s in PAPER_SUITES]
+    departed = any(results[s]["departures"] for s in PAPER_SUITES)
+    label = "this run (protocol departures, see above)" if departed else "this run"
+    rows = {label: (*rates, sum(rates) / len(rates)), **{f"{name} (published)": row for name, row in PUBLISHED.items()}}
+    lines = ["", "| success % | " + " | ".join(PAPER_COLUMNS) + " | Average |", "|---|" + "---:|" * 5]
+    lines += [f"| {name} | " + " | ".join(f"{value:.1f}" for value in row) + " |" for name, row in rows.items()]
+    return "\n".join(lines + ["", PUBLISHED_NOTE])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def default_out(args: Args) -> str:
+    model = "openvla" if args.model is None else Path(args.model.rstrip("/")).name
+    return f"runs/eval__{args.suite}__{model}{'+lora' if args.lora else ''}__{int(time.time())}.json"
+
+
+def seed_departure(args: Args) -> list:
+    if args.seed == PROTOCOL_SEED:
+        return []
+    effect = "" if args.temperature > 0 else ", no effect with greedy decoding"
+    return [f"--seed {args.seed} (protocol: {PROTOCOL_SEED}{effect})"]
+
+
+def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
+    summaries = {suite: {k: v for k, v in r.items() if k != "episodes"} for suite, r in results.items()}
+    report = {
+        "complete": complete,  # False while --suite all is still running: the file is rewritten per suite
+        "config": asdict(args),
+        "protocol": {
+            "trials_per_task": TRIALS_PER_TASK, "init_states": "0..trials-1 of each task", "temperature": 0.0,
+            "num_wait_steps": rollout.NUM_WAIT_STEPS, "max_steps": rollout.EVAL_MAX_STEPS,
+            "camera_size": PROTOCOL_CAMERA_SIZE, "seed": PROTOCOL_SEED, "env_seed": ENV_SEED, "success": "env done",
+        },  # fmt: skip
+        "departures": {suite: r["departures"] for suite, r in results.items()},
+        "suites": summaries,
+        "published": {"columns": [*PAPER_COLUMNS, "Average"], "rows": PUBLISHED, "note": PUBLISHED_NOTE},
+        "episodes": [record for r in results.values() for record in r["episodes"]],
+    }
+    if all(s in results for s in PAPER_SUITES):
+        report["average"] = sum(results[s]["success_rate"] for s in PAPER_SUITES) / len(PAPER_SUITES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    suites = suites_of(args.suite)
+    out = Path(args.out or default_out(args))
+    video_dir = out.with_name(out.stem + "_videos")
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    # The workers boot (import LIBERO, start MuJoCo) while the model loads.
+    pool = rollout.EnvPool(min(args.num_envs, args.trials_per_task), step_timeout=args.step_timeout)
+    results = {}
+    try:
+        for i, suite in enumerate(suites):
+            policy = load_policy(args.model, suite, args.lora[i] if args.lora else None, args.device)
+            result = evaluate_suite(
+                policy, suite, args.task_ids, args.trials_per_task, args.num_envs, args.max_steps, args.temperature,
+                args.camera_size, pool, args.video, str(video_dir),
+            )  # fmt: skip
+            result["departures"] += seed_departure(args)
+            results[suite] = result
+            del policy  # frees the 7B before the next suite's checkpoint loads
+            print(format_task_table(result))
+            write_json(out, args, results, complete=i == len(suites) - 1)
+    finally:
+        pool.close()
+    if args.suite == "all":
+        print(format_table1(results))
+    print(f"\nwrote {out}" + (f" and videos in {video_dir}" if video_dir.exists() else ""))
+    return results
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        main(cli_args)
+    except UsageError as error:
+        sys.exit(f"error: {error}")
