@@ -423,7 +423,7 @@ def save_video(run_dir: Path, group, iteration: int) -> None:
 def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteration: int) -> None:
     result = evaluate.evaluate_suite(
         policy, args.suite, task_ids=task_ids, trials_per_task=args.eval_trials, num_envs=args.num_envs, pool=pool,
-        progress=False,
+        camera_size=args.camera_size, progress=False,
     )  # fmt: skip
     writer.add_scalar("eval/success_rate", result["success_rate"], iteration)
     print(f"[tgrpo] eval at iteration {iteration}: {result['success_rate']:.1%} over {len(task_ids)} tasks")

@@ -2,10 +2,15 @@
 goal state built in the real simulator (objects placed, joints set, physics settled) scores above the task's init
 states, and a half-done multi-predicate task scores in between."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import rollout
+
+from conftest import ROOT
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 TASK_NAMES = {suite: [task.name for task in rollout.get_suite(suite).tasks] for suite in SUITES}
@@ -185,3 +190,13 @@ def test_a_half_done_two_predicate_task_scores_in_between():
     assert [predicate["satisfied"] for predicate in half["goal"]] == [True, False] and not half["success"]
     assert goal["success"]
     assert max(init_rewards) < half_reward < goal_reward
+
+
+def test_every_shipped_reward_file_passes_gen_reward_check():
+    # The same validator an LLM-written file must pass: real states of every task, finite, deterministic, varying.
+    result = subprocess.run(
+        [sys.executable, "gen_reward.py", "--check", "--suite", "all"], cwd=ROOT, capture_output=True, text=True,
+        timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "all 40 reward files passed --check" in result.stdout + result.stderr

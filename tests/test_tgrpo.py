@@ -8,6 +8,7 @@ import torch
 from peft import PeftModel
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import evaluate
 import rollout
 import tgrpo
 
@@ -201,6 +202,9 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     base.model = PeftModel.from_pretrained(base.model, str(checkpoint / "adapter"))
     tuned_logp = base.log_prob(images, "put the bowl on the plate", tokens).detach()
     assert not torch.allclose(base_logp, tuned_logp)
+    # ... and through evaluate.py, from the run directory, to the same policy.
+    evaluated = evaluate.load_policy("tiny", "libero_goal", str(stopped), device="cpu")
+    np.testing.assert_allclose(evaluated.log_prob(images, "put the bowl on the plate", tokens).detach(), tuned_logp, atol=1e-6)
 
 
 def test_resume_refuses_a_different_run(tmp_path, tiny_cache):
