@@ -97,6 +97,8 @@ class Args:
     """evaluate the adapter on the suite every this many iterations (0: never)"""
     eval_trials: int = 10
     """trials per task in periodic evaluations (the official protocol uses 50)"""
+    eval_max_steps: Optional[int] = None
+    """step cap of periodic evaluations (default: the suite's protocol cap)"""
     video_every: int = 25
     """save one trajectory of the group as mp4 every this many iterations (0: never)"""
     resume: Optional[str] = None
@@ -423,7 +425,7 @@ def save_video(run_dir: Path, group, iteration: int) -> None:
 def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteration: int) -> None:
     result = evaluate.evaluate_suite(
         policy, args.suite, task_ids=task_ids, trials_per_task=args.eval_trials, num_envs=args.num_envs, pool=pool,
-        camera_size=args.camera_size, progress=False,
+        max_steps=args.eval_max_steps, camera_size=args.camera_size, progress=False,
     )  # fmt: skip
     writer.add_scalar("eval/success_rate", result["success_rate"], iteration)
     print(f"[tgrpo] eval at iteration {iteration}: {result['success_rate']:.1%} over {len(task_ids)} tasks")

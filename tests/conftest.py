@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,27 @@ def tiny_policy(tiny_cache):
     import rollout
 
     return rollout.load_vla("tiny", "libero_goal", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bowl_on_plate():
+    """libero_goal task 8 (put the bowl on the plate), init state 0 with the bowl placed on the plate in the
+    simulator and settled: a real goal state, as a flattened MuJoCo state."""
+    import rollout
+
+    task = rollout.get_task("libero_goal", 8)
+    env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=100)
+    rollout.reset_env(env, rollout.get_init_states("libero_goal", 8)[0])
+    plate = env.env.sim.data.body_xpos[env.env.obj_body_id["plate_1"]].copy()
+    joint = env.env.objects_dict["akita_black_bowl_1"].joints[-1]
+    env.env.sim.data.set_joint_qpos(joint, np.concatenate([plate + [0, 0, 0.02], [1.0, 0, 0, 0]]))
+    env.env.sim.forward()
+    for _ in range(20):
+        env.step(np.zeros(7))
+    assert env.env._check_success()
+    state = env.get_sim_state().copy()
+    env.close()
+    return state
 
 
 def pytest_configure(config):

@@ -53,30 +53,15 @@ def test_termination_modes():
     assert list(rollout.still_running(live, nobody, "first-success")) == list(live)
 
 
-def test_a_real_success_ends_the_trajectory_in_both_modes(tiny_policy, pool):
+def test_a_real_success_ends_the_trajectory_in_both_modes(tiny_policy, pool, bowl_on_plate):
     # The bowl is put on the plate before the rollout, so LIBERO's own `done` holds after the first step.
-    init_state = bowl_on_plate_state()
+    init_state = bowl_on_plate
     for termination in ("first-success", "independent"):
         group = rollout.collect_group(
             tiny_policy, pool, SUITE, TASK_ID, 0, eef_height_reward(), 5, termination=termination,
             camera_size=128, init_state=init_state,
         )  # fmt: skip
         assert group.success.all() and list(group.lengths) == [1, 1] and group.mask.shape == (2, 1)
-
-
-def bowl_on_plate_state():
-    env = rollout.make_env(rollout.task_bddl_path(rollout.get_task(SUITE, TASK_ID)), render=False, horizon=100)
-    rollout.reset_env(env, rollout.get_init_states(SUITE, TASK_ID)[0])
-    plate = env.env.sim.data.body_xpos[env.env.obj_body_id["plate_1"]].copy()
-    joint = env.env.objects_dict["akita_black_bowl_1"].joints[-1]
-    env.env.sim.data.set_joint_qpos(joint, np.concatenate([plate + [0, 0, 0.02], [1.0, 0, 0, 0]]))
-    env.env.sim.forward()
-    for _ in range(20):
-        env.step(np.zeros(7))
-    assert env.env._check_success()
-    state = env.get_sim_state()
-    env.close()
-    return state
 
 
 def test_a_worker_killed_mid_rollout_is_reported_and_replaced(tiny_policy, pool, capfd):

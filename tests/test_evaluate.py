@@ -24,23 +24,6 @@ def pool():
     pool.close()
 
 
-@pytest.fixture(scope="module")
-def bowl_on_plate():
-    """Init state 0 of task 8 with the bowl placed on the plate in the sim: LIBERO's goal holds."""
-    env = rollout.make_env(rollout.task_bddl_path(rollout.get_task(SUITE, BOWL_TASK)), render=False, horizon=100)
-    rollout.reset_env(env, rollout.get_init_states(SUITE, BOWL_TASK)[0])
-    plate = env.env.sim.data.body_xpos[env.env.obj_body_id["plate_1"]].copy()
-    joint = env.env.objects_dict["akita_black_bowl_1"].joints[-1]
-    env.env.sim.data.set_joint_qpos(joint, np.concatenate([plate + [0, 0, 0.02], [1.0, 0, 0, 0]]))
-    env.env.sim.forward()
-    for _ in range(20):
-        env.step(np.zeros(7))
-    assert env.env._check_success()
-    state = env.get_sim_state()
-    env.close()
-    return state
-
-
 def outcomes(result: dict) -> list:
     return [(r["task_id"], r["init_state_id"], r["success"], r["length"], r["fingerprint"]) for r in result["episodes"]]
 

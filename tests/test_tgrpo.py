@@ -165,10 +165,11 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     reward_file = tmp_path / "raise_eef.py"
     reward_file.write_text(RAISE_EEF)
     straight = train(tmp_path, reward_file, "straight", 3)["run_dir"]
-    stopped = train(tmp_path, reward_file, "stopped", 2)["run_dir"]
+    stopped = train(tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials=1, eval_max_steps=2)["run_dir"]
 
     events = EventAccumulator(str(stopped)).Reload()
     assert [e.step for e in events.Scalars("charts/success_rate")] == [1, 2]
+    assert [e.step for e in events.Scalars("eval/success_rate")] == [2]
     for tag in ("charts/return_mean", "losses/loss", "losses/grad_norm", "losses/approx_kl", "advantages/traj_std",
                 "charts/SPS", "time/simulation", "time/update", "charts/learning_rate"):  # fmt: skip
         assert tag in events.Tags()["scalars"], tag
