@@ -545,6 +545,10 @@ class EnvPool:
         else:
             self.slots[i] = {}
 
+    def _death_note(self, i: int) -> str:
+        self.workers[i].join(timeout=1)  # reap it, so the exit code (e.g. -9 for SIGKILL) is known
+        return f"worker process died (exit code {self.workers[i].exitcode})"
+
     def _run(self, ids: list, command: str, payloads: list, timeout: float) -> list:
         if not self.parallel:
             results = []
@@ -559,8 +563,8 @@ class EnvPool:
         for i, payload in zip(ids, payloads):
             try:
                 self.conns[i].send((command, payload))
-            except (BrokenPipeError, OSError) as error:
-                replies[i] = ("error", f"worker unreachable ({error!r})")
+            except (BrokenPipeError, OSError):
+                replies[i] = ("error", self._death_note(i))
         deadline = time.monotonic() + timeout
         waiting = {self.conns[i]: i for i in ids if i not in replies}
         while waiting:
@@ -572,7 +576,7 @@ class EnvPool:
                 try:
                     replies[i] = conn.recv()
                 except (EOFError, OSError):
-                    replies[i] = ("error", f"worker process died (exit code {self.workers[i].exitcode})")
+                    replies[i] = ("error", self._death_note(i))
         for i in waiting.values():
             replies[i] = ("error", f"no reply within {timeout:.0f} s (hung worker; raise --step-timeout if slow)")
         results = []
