@@ -912,11 +912,11 @@ def collect_group(
         ids = np.flatnonzero(live)
         if len(ids) == 0:
             break
+        images.append(np.stack(current))
         tick = time.perf_counter()
-        step_tokens, step_logp, actions = policy.act(np.stack([current[i] for i in ids]), task.language, temperature)
+        step_tokens, step_logp, actions = policy.act(images[-1][ids], task.language, temperature)
         timing["policy"] += time.perf_counter() - tick
 
-        images.append(np.stack(current))
         tokens.append(np.zeros((n, ACTION_DIM), np.int64))
         log_probs.append(np.zeros(n, np.float32))
         rewards.append(np.zeros(n, np.float32))
