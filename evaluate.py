@@ -4,7 +4,7 @@
     python evaluate.py --suite libero_goal --model <dir> --lora runs/<run>   # or runs/<run>/checkpoint/adapter
     python evaluate.py --suite all --model tiny --trials-per-task 2 --max-steps 20   # a laptop smoke run
 
-The protocol is OpenVLA's LIBERO evaluation (DESIGN.md section 5): init states 0..49 of every task, greedy
+The protocol is OpenVLA's LIBERO evaluation (README, "Conventions"): init states 0..49 of every task, greedy
 decoding, 10 wait steps, the suite's step cap, success = the env's `done`, a crash counts as a failure.
 Unlike upstream's one-env loop, `--num-envs` workers run different init states of the same task at once
 with one batched policy call per step; results do not depend on `--num-envs` (greedy decoding and a
@@ -27,14 +27,15 @@ import tyro
 from tqdm import tqdm
 
 import rollout
+from rollout import UsageError
 
 
 @dataclass
 class Args:
-    suite: str = "libero_goal"
-    """libero_spatial, libero_object, libero_goal, libero_10 (Long), libero_90, or `all` (the first four)"""
+    suite: Literal[rollout.Suite, "all"] = "libero_goal"
+    """LIBERO suite (libero_10 is "Long"), or `all`: spatial, object, goal and 10, with the paper's Table 1"""
     model: Optional[str] = None
-    """checkpoint dir, hub id, or `tiny` (a tiny VLA built locally); default: OpenVLA's checkpoint of each suite"""
+    """the VLA: checkpoint dir, hub id, or `tiny` (built locally); default: OpenVLA's checkpoint of each suite"""
     lora: tuple[str, ...] = ()
     """LoRA adapter dir (with adapter_config.json) or tgrpo.py run dir; with --suite all, one per suite in order"""
     task_ids: Optional[tuple[int, ...]] = None
@@ -51,10 +52,10 @@ class Args:
     """seed of torch and numpy (OpenVLA's evaluation uses 7); only sampling (--temperature > 0) consumes it"""
     camera_size: int = 256
     """agentview render size in pixels (the protocol renders 256, then resizes to 224)"""
-    video: Literal["none", "failures", "all"] = "none"
+    video: rollout.VideoChoice = "none"
     """write an mp4 of the frames the policy saw for no episode, failed episodes, or all episodes"""
-    out: Optional[str] = None
-    """results JSON path (videos go to <out without .json>_videos/); default runs/eval__<suite>__<model>__<time>.json"""
+    output_dir: str = "runs"
+    """where a run's outputs go: <output-dir>/eval__<suite>__<model>__<time>/ (results.json, videos/)"""
     step_timeout: float = 60.0
     """seconds an env step may take before its worker counts as hung (the episode then fails)"""
     device: Optional[str] = None
@@ -72,10 +73,6 @@ PUBLISHED = {"OpenVLA SFT": (84.7, 88.4, 79.2, 53.7, 76.5), "TGRPO": (90.4, 92.2
 PUBLISHED_NOTE = "Long: OpenVLA reports 53.7 for its own model; the TGRPO paper's table prints 51.1 for it."
 
 
-class UsageError(ValueError):
-    """Bad command-line input: printed as a one-line error naming the flag, without a traceback."""
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Input checks and protocol departures
 
@@ -86,11 +83,6 @@ def suites_of(suite: str) -> list:
     if suite not in rollout.SUITES:
         raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(rollout.SUITES)}, or all")
     return [suite]
-
-
-def check_suite(suite: str) -> None:
-    if suite not in rollout.SUITES:
-        raise UsageError(f"--suite {suite!r} is unknown here; choose one of {', '.join(rollout.SUITES)}")
 
 
 def check_task_ids(suite: str, task_ids) -> list:
@@ -119,6 +111,11 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--max-steps {args.max_steps}: need at least 1 step")
     if args.temperature < 0:
         raise UsageError(f"--temperature {args.temperature}: must be >= 0 (0 decodes greedily)")
+    if args.step_timeout <= 0:
+        raise UsageError(f"--step-timeout {args.step_timeout}: use a positive number of seconds")
+    rollout.check_device(args.device)
+    for suite in suites:
+        rollout.resolve_checkpoint(args.model, suite)
     if args.lora and len(args.lora) != len(suites):
         raise UsageError(
             f"--lora got {len(args.lora)} adapter dir(s) for {len(suites)} suite(s) ({', '.join(suites)}): "
@@ -230,11 +227,10 @@ def fingerprint(episode: dict, state: Optional[dict]) -> str:
     return digest.hexdigest()[:16]
 
 
-def finish_episode(episode, suite, task, task_id, success, error, state, video, video_dir) -> dict:
+def finish_episode(episode: dict, success: bool, error: Optional[str], state: Optional[dict], **labels) -> dict:
+    """The episode's JSON record; `labels` (suite, task_id, task_name) say which task it belongs to."""
     record = {
-        "suite": suite,
-        "task_id": task_id,
-        "task_name": task.name,
+        **labels,
         "init_state_id": episode["init_state_id"],
         "success": bool(success),
         "length": episode["length"],
@@ -243,9 +239,6 @@ def finish_episode(episode, suite, task, task_id, success, error, state, video, 
         "fingerprint": fingerprint(episode, state),
         "video": None,
     }
-    if video == "all" or (video == "failures" and not success):
-        if episode["frames"]:
-            record["video"] = str(write_video(episode["frames"], video_dir, record))
     return record
 
 
@@ -280,20 +273,33 @@ def episode_end(result: Optional[dict], length: int, max_steps: int):
 
 
 def evaluate_task(
-    policy, pool, suite, task_id, init_states, init_state_ids, max_steps, temperature=0.0, camera_size=256,
-    video="none", video_dir=None, on_episode: Optional[Callable] = None,
-) -> list:  # fmt: skip
+    policy,
+    pool,
+    *,
+    suite: str,
+    task_id: int,
+    init_states,
+    max_steps: int,
+    temperature: float = 0.0,
+    camera_size: int = PROTOCOL_CAMERA_SIZE,
+    video: str = "none",
+    video_dir: Optional[str] = None,
+    on_episode: Optional[Callable] = None,
+) -> list:
     """One episode per init state, spread over the pool's workers; returns records sorted by init state.
 
     Each step makes one batched policy call for every live env, then steps them in parallel; a finished
     episode frees its worker for the next pending init state straight away.
     """
     task = rollout.get_task(suite, task_id)
-    spec = rollout.EnvSpec(rollout.task_bddl_path(task), rollout.env_horizon(max_steps), camera_size, True, ENV_SEED)
-    pending, running, records = deque(zip(init_state_ids, init_states)), {}, []
+    spec = rollout.EnvSpec(rollout.task_bddl_path(task), rollout.env_horizon(max_steps), camera_size, ENV_SEED)
+    pending, running, records = deque(enumerate(init_states)), {}, []
 
     def finish(episode, success, error, state):
-        records.append(finish_episode(episode, suite, task, task_id, success, error, state, video, video_dir))
+        record = finish_episode(episode, success, error, state, suite=suite, task_id=task_id, task_name=task.name)
+        if episode["frames"] and (video == "all" or (video == "failures" and not success)):
+            record["video"] = str(write_video(episode["frames"], video_dir, record))
+        records.append(record)
         if on_episode is not None:
             on_episode(records[-1])
 
@@ -328,6 +334,7 @@ def evaluate_task(
 def evaluate_suite(
     policy: rollout.VLAPolicy,
     suite: str,
+    *,
     task_ids=None,
     trials_per_task: int = TRIALS_PER_TASK,
     num_envs: int = 8,
@@ -347,18 +354,20 @@ def evaluate_suite(
     workers is made and closed. `init_states`: {task_id: array (K, D)} of explicit flattened MuJoCo states
     that replace the task's fixed ones (K episodes). Returns the summary of `summarize_suite`.
     """
-    check_suite(suite)
+    suites_of(suite)
     task_ids = check_task_ids(suite, task_ids)
     if not 1 <= trials_per_task <= TRIALS_PER_TASK:
         raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
     max_steps = max_steps or rollout.EVAL_MAX_STEPS[suite]
-    init_states = init_states or {}
-    plans = {t: init_states.get(t, rollout.get_init_states(suite, t)[:trials_per_task]) for t in task_ids}
+    custom_states = init_states or {}
+    episodes_by_task = {t: custom_states.get(t, rollout.get_init_states(suite, t)[:trials_per_task]) for t in task_ids}
     if video != "none" and video_dir is None:
         raise ValueError("video_dir is needed to write videos")
     own_pool = pool is None
-    pool = pool or rollout.EnvPool(min(num_envs, max(len(p) for p in plans.values())), step_timeout=step_timeout)
-    bar = tqdm(total=sum(len(p) for p in plans.values()), desc=suite, disable=not progress, dynamic_ncols=True)
+    most_episodes = max(len(states) for states in episodes_by_task.values())
+    pool = pool or rollout.EnvPool(min(num_envs, most_episodes), step_timeout=step_timeout)
+    total = sum(len(states) for states in episodes_by_task.values())
+    bar = tqdm(total=total, desc=suite, disable=not progress, dynamic_ncols=True)
     episodes, start = [], time.perf_counter()
 
     def on_episode(record):
@@ -368,17 +377,18 @@ def evaluate_suite(
         bar.update(1)
 
     try:
-        for task_id, states in plans.items():
+        for task_id, states in episodes_by_task.items():
             evaluate_task(
-                policy, pool, suite, task_id, states, range(len(states)), max_steps, temperature, camera_size,
-                video, video_dir, on_episode,
-            )  # fmt: skip
+                policy, pool, suite=suite, task_id=task_id, init_states=states, max_steps=max_steps,
+                temperature=temperature, camera_size=camera_size, video=video, video_dir=video_dir,
+                on_episode=on_episode,
+            )
     finally:
         bar.close()
         if own_pool:
             pool.close()
     departures = protocol_departures(
-        suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states=bool(init_states)
+        suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states=bool(custom_states)
     )
     return summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, time.perf_counter() - start)
 
@@ -387,13 +397,19 @@ def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departure
     episodes = sorted(episodes, key=lambda r: (r["task_id"], r["init_state_id"]))
     tasks = []
     for task_id in task_ids:
-        task, mine = rollout.get_task(suite, task_id), [r for r in episodes if r["task_id"] == task_id]
-        wins = sum(r["success"] for r in mine)
-        tasks.append({
-            "task_id": task_id, "task_name": task.name, "instruction": task.language, "successes": wins,
-            "trials": len(mine), "success_rate": wins / max(1, len(mine)),
-            "errors": sum(r["error"] is not None for r in mine),
-        })  # fmt: skip
+        task, task_episodes = rollout.get_task(suite, task_id), [r for r in episodes if r["task_id"] == task_id]
+        wins = sum(r["success"] for r in task_episodes)
+        tasks.append(
+            {
+                "task_id": task_id,
+                "task_name": task.name,
+                "instruction": task.language,
+                "successes": wins,
+                "trials": len(task_episodes),
+                "success_rate": wins / max(1, len(task_episodes)),
+                "errors": sum(r["error"] is not None for r in task_episodes),
+            }
+        )
     wins = sum(r["success"] for r in episodes)
     return {
         "suite": suite,
@@ -461,9 +477,9 @@ def format_table1(results: dict) -> str:
 # Command line
 
 
-def default_out(args: Args) -> str:
+def run_dir_of(args: Args) -> Path:
     model = "openvla" if args.model is None else Path(args.model.rstrip("/")).name
-    return f"runs/eval__{args.suite}__{model}{'+lora' if args.lora else ''}__{int(time.time())}.json"
+    return Path(args.output_dir) / f"eval__{args.suite}__{model}{'+lora' if args.lora else ''}__{int(time.time())}"
 
 
 def seed_departure(args: Args) -> list:
@@ -479,10 +495,16 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
         "complete": complete,  # False while --suite all is still running: the file is rewritten per suite
         "config": asdict(args),
         "protocol": {
-            "trials_per_task": TRIALS_PER_TASK, "init_states": "0..trials-1 of each task", "temperature": 0.0,
-            "num_wait_steps": rollout.NUM_WAIT_STEPS, "max_steps": rollout.EVAL_MAX_STEPS,
-            "camera_size": PROTOCOL_CAMERA_SIZE, "seed": PROTOCOL_SEED, "env_seed": ENV_SEED, "success": "env done",
-        },  # fmt: skip
+            "trials_per_task": TRIALS_PER_TASK,
+            "init_states": "0..trials-1 of each task",
+            "temperature": 0.0,
+            "num_wait_steps": rollout.NUM_WAIT_STEPS,
+            "max_steps": rollout.EVAL_MAX_STEPS,
+            "camera_size": PROTOCOL_CAMERA_SIZE,
+            "seed": PROTOCOL_SEED,
+            "env_seed": ENV_SEED,
+            "success": "env done",
+        },
         "departures": {suite: r["departures"] for suite, r in results.items()},
         "suites": summaries,
         "published": {"columns": [*PAPER_COLUMNS, "Average"], "rows": PUBLISHED, "note": PUBLISHED_NOTE},
@@ -497,8 +519,8 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
 def main(args: Args) -> dict:
     check_args(args)
     suites = suites_of(args.suite)
-    out = Path(args.out or default_out(args))
-    video_dir = out.with_name(out.stem + "_videos")
+    run_dir = run_dir_of(args)
+    out, video_dir = run_dir / "results.json", run_dir / "videos"
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     # The workers boot (import LIBERO, start MuJoCo) while the model loads.
@@ -508,9 +530,10 @@ def main(args: Args) -> dict:
         for i, suite in enumerate(suites):
             policy = load_policy(args.model, suite, args.lora[i] if args.lora else None, args.device)
             result = evaluate_suite(
-                policy, suite, args.task_ids, args.trials_per_task, args.num_envs, args.max_steps, args.temperature,
-                args.camera_size, pool, args.video, str(video_dir),
-            )  # fmt: skip
+                policy, suite, task_ids=args.task_ids, trials_per_task=args.trials_per_task, max_steps=args.max_steps,
+                temperature=args.temperature, camera_size=args.camera_size, pool=pool, video=args.video,
+                video_dir=str(video_dir),
+            )
             result["departures"] += seed_departure(args)
             results[suite] = result
             del policy  # frees the 7B before the next suite's checkpoint loads
@@ -528,5 +551,5 @@ if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     try:
         main(cli_args)
-    except UsageError as error:
+    except (UsageError, rollout.RewardFileError) as error:
         sys.exit(f"error: {error}")

@@ -1,28 +1,26 @@
 """Ask an LLM to write a dense multi-stage reward for LIBERO tasks, validate it on the simulator, then save it.
 
-    python gen_reward.py --suite libero_goal --task-id 8 --provider anthropic --model <model name>
-    python gen_reward.py --suite all --provider openai --model <model name>
-    python gen_reward.py --provider openai --base-url http://localhost:8000/v1 --model <name>   # vLLM, Ollama, ...
-    python gen_reward.py --check                                     # validate the shipped files; no API call
-    python gen_reward.py --suite libero_goal --task-id 8 --dry-run   # print the prompt; no API call
+    python gen_reward.py --suite libero_goal --task-ids 8 --provider anthropic --llm <model name>
+    python gen_reward.py --suite all --provider openai --llm <model name>
+    python gen_reward.py --provider openai --base-url http://localhost:8000/v1 --llm <name>   # vLLM, Ollama, ...
+    python gen_reward.py --check                                      # validate the shipped files; no API call
+    python gen_reward.py --suite libero_goal --task-ids 8 --dry-run   # print the prompt; no API call
 
 A reply is first checked by rollout.py's AST allow-list (rejected code never runs), then called in a separate
 process on real states of its task. A failing reply goes back to the LLM with the error (Eureka-style
 reflection); nothing is written unless a reply passes. The file contract and state schema: rewards/README.md.
 """
 
-import copy
 import email.utils
 import hashlib
-import math
-import multiprocessing as mp
-import numbers
+import json
 import os
+import pickle
 import re
+import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,19 +34,21 @@ import requests
 import tyro
 from tqdm import tqdm
 
+import rewards
 import rollout
+from rollout import UsageError
 
 
 @dataclass
 class Args:
-    suite: Literal["libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", "all"] = "libero_goal"
+    suite: Literal[rollout.Suite, "all"] = "libero_goal"
     """LIBERO suite; `all` = libero_spatial, libero_object, libero_goal and libero_10 (libero_90 only by name)"""
-    task_id: Optional[int] = None
-    """one task of the suite (0-9; 0-89 for libero_90); default: every task of the suite"""
+    task_ids: Optional[tuple[int, ...]] = None
+    """tasks of the suite (0-9; 0-89 for libero_90); default: every task of the suite"""
     provider: Literal["anthropic", "openai"] = "anthropic"
     """wire format: Anthropic Messages API, or OpenAI chat completions (also vLLM, Ollama, llama.cpp server)"""
-    model: Optional[str] = None
-    """model name sent to the API (required to generate; not needed for --check or --dry-run)"""
+    llm: Optional[str] = None
+    """the LLM's model name sent to the API (required to generate; not needed for --check or --dry-run)"""
     base_url: Optional[str] = None
     """API root; default https://api.anthropic.com (anthropic) or https://api.openai.com/v1 (openai)"""
     api_key_env: Optional[str] = None
@@ -63,8 +63,8 @@ class Args:
     """replace existing reward files (by default they are kept and their task is skipped)"""
     demos: Optional[str] = None
     """directory of LIBERO hdf5 demos (<task_name>_demo.hdf5) whose key end-effector poses go into the prompt"""
-    output_dir: str = str(rollout.REWARDS_DIR)
-    """reward files are read and written as <output_dir>/<suite>/<task_name>.py"""
+    rewards_dir: str = "rewards"
+    """reward files are read and written as <rewards-dir>/<suite>/<task_name>.py"""
     max_tokens: int = 8192
     """reply length limit sent to Anthropic (which requires one); OpenAI-style servers use their own default"""
     connect_timeout: float = 10.0
@@ -80,7 +80,11 @@ class Args:
     validation_random_steps: int = 5
     """random actions after the wait steps of each init state; the state after each one is checked too"""
     validation_timeout: float = 60.0
-    """seconds the reward function may take for all validation calls together"""
+    """seconds the validation process may take for all its calls together"""
+    reward_cpu_seconds: float = 5.0
+    """CPU seconds one reward call may use (as in tgrpo.py)"""
+    reward_memory_mb: int = 1024
+    """memory (MB) one reward call may allocate (as in tgrpo.py)"""
     seed: int = 0
     """seed of the random validation actions"""
 
@@ -89,10 +93,8 @@ MAIN_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
 DEFAULT_KEY_ENVS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 ANTHROPIC_VERSION = "2023-06-01"
-EXAMPLE_REWARD_FILE = rollout.REWARDS_DIR / "libero_goal" / "put_the_bowl_on_the_plate.py"
-# A fresh interpreter imports torch and LIBERO before it can run anything (~5 s idle, much more when busy);
-# that start-up is not charged to the reward function's --validation-timeout.
-SANDBOX_START_TIMEOUT = 300.0
+EXAMPLE_REWARD_FILE = rewards.REWARDS_DIR / "libero_goal" / "put_the_bowl_on_the_plate.py"
+REPO = Path(__file__).resolve().parent
 CODE_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -113,27 +115,26 @@ def redact(text: str, secret: Optional[str]) -> str:
 # Tasks and files
 
 
-def select_tasks(suite: str, task_id: Optional[int]) -> list:
+def select_tasks(suite: str, task_ids: Optional[tuple]) -> list:
     """(suite, task_id, task) for every task the flags select."""
-    if task_id is not None and suite == "all":
-        raise SystemExit("error: --task-id selects a task of one suite; pass it with --suite libero_goal (or another)")
-    try:
-        if task_id is not None:
-            return [(suite, task_id, rollout.get_task(suite, task_id))]
-        suites = MAIN_SUITES if suite == "all" else (suite,)
-        return [(s, i, rollout.get_task(s, i)) for s in suites for i in range(rollout.get_suite(s).n_tasks)]
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    if task_ids is not None and suite == "all":
+        raise UsageError("--task-ids selects tasks of one suite; pass it with --suite libero_goal (or another)")
+    suites = MAIN_SUITES if suite == "all" else (suite,)
+    selected = []
+    for name in suites:
+        for task_id in task_ids if task_ids is not None else range(rollout.get_suite(name).n_tasks):
+            selected.append((name, task_id, rollout.get_task(name, task_id)))
+    return selected
 
 
-def reward_path(output_dir: str, suite: str, task) -> Path:
-    return Path(output_dir) / suite / f"{task.name}.py"
+def reward_path(rewards_dir: str, suite: str, task) -> Path:
+    return Path(rewards_dir) / suite / f"{task.name}.py"
 
 
-def generate_command(suite: str, task_id: int, output_dir: str) -> str:
-    command = f"python gen_reward.py --suite {suite} --task-id {task_id} --provider anthropic --model <model name>"
-    if Path(output_dir).resolve() != rollout.REWARDS_DIR:
-        command += f" --output-dir {output_dir}"
+def generate_command(suite: str, task_id: int, rewards_dir: str) -> str:
+    command = rewards.regenerate_command(suite, task_id)
+    if Path(rewards_dir).resolve() != rewards.REWARDS_DIR.resolve():
+        command += f" --rewards-dir {rewards_dir}"
     return command
 
 
@@ -175,22 +176,23 @@ class ValidationSummary:
 
 @lru_cache(maxsize=4)
 def collect_validation_states(suite: str, task_id: int, num_init_states: int, num_random_steps: int, seed: int):
-    """Reward states of the task from the real simulator, and the `info` of each, built as rollout.collect_group does.
+    """Reward states of the task from the real simulator, and the `info` of each, as the env workers build them.
 
     Per init state: the state after reset and the wait steps, then the state after each random action.
     Returns (states, infos, labels); a label says where a state came from, for error messages.
     """
     task = rollout.get_task(suite, task_id)
     init_states = rollout.get_init_states(suite, task_id)[:num_init_states]
-    horizon = rollout.NUM_WAIT_STEPS + num_random_steps + 10  # robosuite refuses to step past its horizon
-    env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=horizon)
+    env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=rollout.env_horizon(num_random_steps))
     rng = np.random.default_rng(seed)
     states, infos, labels = [], [], []
     try:
         for k, init_state in enumerate(init_states):
             initial = rollout.build_reward_state(env, rollout.reset_env(env, init_state, seed), 0, False)
-            info = {"suite": suite, "task_name": task.name, "instruction": task.language,
-                    "max_steps": rollout.EVAL_MAX_STEPS[suite], "initial": initial}  # fmt: skip
+            # The reward serves training, so `info` carries the training cap, as in a tgrpo.py run.
+            info = rewards.build_reward_info(
+                suite, task.name, task.language, max_steps=rollout.TRAIN_MAX_STEPS[suite], initial=initial
+            )
             states.append(initial)
             infos.append(info)
             labels.append(f"init state {k} after the wait steps")
@@ -204,115 +206,36 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
     return states, infos, labels
 
 
-def describe_exception(error: Exception, source: str, filename: str) -> str:
-    """`KeyError: 'x' (line 12: bowl = ...)`, pointing at the reward file's own line."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == filename]
-    text = f"{type(error).__name__}: {error}"
-    if frames:
-        lineno = frames[-1].lineno
-        lines = source.splitlines()
-        code = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
-        text += f" (line {lineno}: {code})"
-    return text
+def run_validation_process(job: dict, timeout: float, secret_names: tuple) -> dict:
+    """Run rewards.validation_main in a fresh interpreter whose environment holds no secrets.
 
-
-def call_reward_on_states(source: str, filename: str, states: list, infos: list, labels: list) -> list:
-    """Compile the file and call compute_reward on every state, twice; returns the two lists of floats.
-
-    Runs inside the sandbox process. Each call gets fresh copies, so a function that edits its input cannot
-    make the second round differ for that reason.
+    It imports only rewards/ (no torch, no LIBERO), so it starts in about a second. Its answer comes back as
+    JSON, never pickle: the process runs untrusted code, so nothing it writes may run code here.
     """
+    environment = rewards.environ_without_secrets(secret_names)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environment.get("PYTHONPATH")]))
+    command = [sys.executable, "-c", "import rewards; rewards.validation_main()"]
+    filename = job["filename"]
     try:
-        reward_fn = rollout.compile_reward_fn(source, filename)
-    except rollout.RewardFileError:
-        raise
-    except Exception as error:
-        reason = describe_exception(error, source, filename)
-        raise rollout.RewardFileError(f"{filename}: loading the file raised {reason}") from None
-    rounds = []
-    for _ in range(2):
-        values = []
-        for state, info, label in zip(states, infos, labels):
-            try:
-                value = reward_fn(copy.deepcopy(state), copy.deepcopy(info))
-            except Exception as error:
-                raise rollout.RewardFileError(
-                    f"{filename}: compute_reward raised {describe_exception(error, source, filename)} on the state of "
-                    f"{label}; {rollout.describe_state_keys(state)}"
-                ) from None
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise rollout.RewardFileError(
-                    f"{filename}: compute_reward returned {type(value).__name__} {repr(value)[:80]} on the state of "
-                    f"{label}; it must return one float (e.g. `return float(reward)`)"
-                )
-            values.append(float(value))
-        rounds.append(values)
-    return rounds
-
-
-def sandbox_main(conn) -> None:
-    """Entry point of the validation process: one job in, ("ok", values) or ("error", message) out."""
-    conn.send(("ready", None))
-    source, filename, states, infos, labels = conn.recv()
-    try:
-        conn.send(("ok", call_reward_on_states(source, filename, states, infos, labels)))
-    except rollout.RewardFileError as error:
-        conn.send(("error", str(error)))
-
-
-def start_sandbox():
-    # spawn, not fork: a fresh interpreter, so the reward runs beside no inherited threads, sockets or sim.
-    context = mp.get_context("spawn")
-    conn, child_conn = context.Pipe()
-    process = context.Process(target=sandbox_main, args=(child_conn,), daemon=True, name="reward-validation")
-    process.start()
-    child_conn.close()
-    return process, conn
-
-
-def stop_sandbox(process, conn) -> None:
-    if process.is_alive():
-        process.kill()
-    process.join(timeout=5)
-    conn.close()
-
-
-def receive(process, conn, timeout: float, what: str, filename: str):
-    if not conn.poll(timeout):
-        raise rollout.RewardFileError(f"{filename}: {what} did not finish within {timeout:g} s")
-    try:
-        return conn.recv()
-    except EOFError:
-        process.join(timeout=5)
+        done = subprocess.run(command, input=pickle.dumps(job), capture_output=True, timeout=timeout, env=environment)
+    except subprocess.TimeoutExpired:
         raise rollout.RewardFileError(
-            f"{filename}: the validation process died (exit code {process.exitcode}) during {what}"
+            f"{filename}: calling compute_reward on {len(job['states'])} states twice did not finish within "
+            f"{timeout:g} s (an endless loop? if merely slow: --validation-timeout)"
         ) from None
-
-
-def run_in_sandbox(process, conn, job: tuple, timeout: float) -> list:
-    """Send one job to the started sandbox and return its two rounds of values; kills the process in any case."""
-    filename = job[1]
-    calls = f"calling compute_reward on {len(job[2])} states twice (endless loop? if merely slow: --validation-timeout)"
+    if done.returncode != 0:
+        raise rewards.reward_process_died(
+            filename, done.returncode, where="during validation", cpu_seconds=job["cpu_seconds"],
+            memory_mb=job["memory_mb"],
+        )
     try:
-        receive(process, conn, SANDBOX_START_TIMEOUT, "starting the validation process", filename)
-        conn.send(job)
-        status, payload = receive(process, conn, timeout, calls, filename)
-    finally:
-        stop_sandbox(process, conn)
-    if status != "ok":
-        raise rollout.RewardFileError(payload)
-    return payload
+        return json.loads(done.stdout)
+    except ValueError:
+        raise rollout.RewardFileError(f"{filename}: the validation process answered garbage: {done.stdout[:200]!r}") from None
 
 
-def summarize_rewards(first: list, second: list, labels: list, filename: str, num_init_states: int,
-                      num_random_steps: int) -> ValidationSummary:  # fmt: skip
-    """Finite, deterministic and not constant, or a RewardFileError saying which state broke which rule."""
-    for value, label in zip(first, labels):
-        if not math.isfinite(value):
-            raise rollout.RewardFileError(
-                f"{filename}: compute_reward returned {value} on the state of {label}; it must return finite floats "
-                "(guard divisions, logs and square roots, e.g. with max(distance, 1e-6))"
-            )
+def summarize_rewards(first: list, second: list, labels: list, filename: str, settings: dict) -> ValidationSummary:
+    """Deterministic and not constant (finite is checked per call), or a RewardFileError saying which state broke it."""
     for a, b, label in zip(first, second, labels):
         if a != b:
             raise rollout.RewardFileError(
@@ -325,31 +248,42 @@ def summarize_rewards(first: list, second: list, labels: list, filename: str, nu
             "init states and random arm motions); it must vary with the end-effector and object positions, e.g. "
             "with a shaping term toward the key pose of the current stage"
         )
-    return ValidationSummary(len(first), num_init_states, num_random_steps, min(first), max(first), len(set(first)))
+    return ValidationSummary(
+        num_states=len(first),
+        num_init_states=settings["num_init_states"],
+        num_random_steps=settings["num_random_steps"],
+        low=min(first),
+        high=max(first),
+        num_distinct=len(set(first)),
+    )
 
 
 def validate_reward_source(
-    source: str, suite: str, task_id: int, filename: str = "<reward>", num_init_states: int = 4,
-    num_random_steps: int = 5, timeout: float = 60.0, seed: int = 0,
-) -> ValidationSummary:  # fmt: skip
-    """Check `source` with the AST allow-list, then call it in a separate process on real states of the task.
+    source: str, suite: str, task_id: int, filename: str, args: Args, secret_names: tuple = ()
+) -> ValidationSummary:
+    """Check `source` against the contract here (never running it), then call it in a confined process on real
+    states of the task: every call within the limits, finite, the same twice, not constant.
 
-    Raises rollout.RewardFileError saying what failed. Code the allow-list rejects is never executed.
+    Raises rollout.RewardFileError saying what failed.
     """
-    rollout.check_reward_source(source, filename)
-    process, conn = start_sandbox()  # it boots while this process steps the simulator
-    try:
-        states, infos, labels = collect_validation_states(suite, task_id, num_init_states, num_random_steps, seed)
-    except BaseException:
-        stop_sandbox(process, conn)
-        raise
-    first, second = run_in_sandbox(process, conn, (source, filename, states, infos, labels), timeout)
-    return summarize_rewards(first, second, labels, filename, num_init_states, num_random_steps)
+    rewards.check_reward_source(source, filename)
+    settings = validation_settings(args)
+    states, infos, labels = collect_validation_states(suite, task_id, **settings)
+    job = dict(
+        source=source, filename=filename, states=states, infos=infos, labels=labels,
+        cpu_seconds=args.reward_cpu_seconds, memory_mb=args.reward_memory_mb,
+    )
+    answer = run_validation_process(job, args.validation_timeout, secret_names)
+    if answer["status"] != "ok":
+        raise rollout.RewardFileError(answer["message"])
+    first, second = answer["rounds"]
+    return summarize_rewards(first, second, labels, filename, settings)
 
 
-def validate_args(args: Args) -> dict:
-    return dict(num_init_states=args.validation_init_states, num_random_steps=args.validation_random_steps,
-                timeout=args.validation_timeout, seed=args.seed)  # fmt: skip
+def validation_settings(args: Args) -> dict:
+    return dict(
+        num_init_states=args.validation_init_states, num_random_steps=args.validation_random_steps, seed=args.seed
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -398,7 +332,7 @@ def strip_header(source: str) -> str:
 
 def pick_example(suite: str, task_name: str) -> Optional[tuple]:
     """(label, source) of a shipped reward file of a different task, preferring the bowl-on-plate one."""
-    for path in [EXAMPLE_REWARD_FILE, *sorted(rollout.REWARDS_DIR.glob("*/*.py"))]:
+    for path in [EXAMPLE_REWARD_FILE, *sorted(rewards.REWARDS_DIR.glob("*/*.py"))]:
         if path.is_file() and (path.parent.name, path.stem) != (suite, task_name):
             return f"{path.parent.name}/{path.stem}", strip_header(path.read_text())
     return None
@@ -415,14 +349,14 @@ def extract_key_poses(demo_file: Path) -> dict:
             demo = f["data"][name]
             position_key = next((k for k in ("ee_pos", "robot0_eef_pos") if k in demo["obs"]), None)
             if position_key is None:
-                raise SystemExit(f"error: {demo_file}: data/{name}/obs has neither ee_pos nor robot0_eef_pos")
+                raise UsageError(f"{demo_file}: data/{name}/obs has neither ee_pos nor robot0_eef_pos")
             eef = np.asarray(demo["obs"][position_key], dtype=np.float64)
             closed = np.asarray(demo["actions"])[:, -1] > 0  # LIBERO: +1 closes the gripper, -1 opens it
             switches = np.flatnonzero(closed[1:] != closed[:-1]) + 1
             events = [("gripper closes" if closed[i] else "gripper opens", eef[i]) for i in switches]
             sequences.append(events + [("demonstration ends", eef[-1])])
     if not sequences:
-        raise SystemExit(f"error: {demo_file} holds no demonstrations under data/")
+        raise UsageError(f"{demo_file} holds no demonstrations under data/")
     pattern = Counter(tuple(event for event, _ in seq) for seq in sequences).most_common(1)[0][0]
     matching = [seq for seq in sequences if tuple(event for event, _ in seq) == pattern]
     poses = [
@@ -454,14 +388,22 @@ def format_key_poses(key_poses: Optional[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_prompt(suite: str, task_name: str, instruction: str, bddl_text: str, schema_text: str, state_text: str,
-                 example: Optional[tuple], key_poses_text: str) -> str:  # fmt: skip
+def build_prompt(
+    *,
+    suite: str,
+    task_name: str,
+    instruction: str,
+    bddl_text: str,
+    schema_text: str,
+    state_text: str,
+    example: Optional[tuple],
+    key_poses_text: str,
+) -> str:
     """The full request for one task: the paper's multi-stage recipe, the task, the env facts and the contract."""
-    forbidden = ", ".join(f"`{name}`" for name in sorted(rollout.FORBIDDEN_NAMES))
-    example_text = (
-        f"# Worked example (a different task: {example[0]})\n\n```python\n{example[1].strip()}\n```\n"
-        if example else ""
-    )  # fmt: skip
+    forbidden = ", ".join(f"`{name}`" for name in sorted(rewards.FORBIDDEN_NAMES))
+    example_text = ""
+    if example:
+        example_text = f"# Worked example (a different task: {example[0]})\n\n```python\n{example[1].strip()}\n```\n"
     return f"""You are writing a dense reward function for reinforcement-learning fine-tuning of a \
 vision-language-action policy (OpenVLA) on a LIBERO tabletop manipulation task, simulated in robosuite/MuJoCo \
 with a Franka Panda arm.
@@ -516,7 +458,7 @@ same value twice for the same state, and different values across those states.
 {state_text}
 ```
 `info`: {{"suite": "{suite}", "task_name": "{task_name}", "instruction": "{instruction}", "max_steps": \
-{rollout.EVAL_MAX_STEPS[suite]}, "initial": <the state dict above>}}
+{rollout.TRAIN_MAX_STEPS[suite]}, "initial": <the state dict above>}}
 
 # The task's BDDL problem file
 
@@ -534,22 +476,25 @@ def task_prompt(suite: str, task_id: int, task, args: Args) -> tuple:
     else:
         demo_file = Path(args.demos) / f"{task.name}_demo.hdf5"
         if not demo_file.is_file():
-            raise SystemExit(
-                f"error: no demonstrations for {suite}/{task.name} at {demo_file}; point --demos at the directory of "
+            raise UsageError(
+                f"no demonstrations for {suite}/{task.name} at {demo_file}; point --demos at the directory of "
                 "LIBERO's <task_name>_demo.hdf5 files, or omit --demos to derive targets from object positions"
             )
         key_poses = extract_key_poses(demo_file)
         key_pose_note = (
             f"from {key_poses['num_matching']} of {key_poses['num_demos']} demonstrations in {demo_file.name}"
         )
-    states, _, _ = collect_validation_states(
-        suite, task_id, args.validation_init_states, args.validation_random_steps, args.seed
-    )
+    states, _, _ = collect_validation_states(suite, task_id, **validation_settings(args))
     prompt = build_prompt(
-        suite, task.name, task.language, Path(rollout.task_bddl_path(task)).read_text(),
-        read_schema(rollout.REWARDS_DIR / "README.md"), format_state(states[0]), pick_example(suite, task.name),
-        format_key_poses(key_poses),
-    )  # fmt: skip
+        suite=suite,
+        task_name=task.name,
+        instruction=task.language,
+        bddl_text=Path(rollout.task_bddl_path(task)).read_text(),
+        schema_text=read_schema(rewards.REWARDS_DIR / "README.md"),
+        state_text=format_state(states[0]),
+        example=pick_example(suite, task.name),
+        key_poses_text=format_key_poses(key_poses),
+    )
     return prompt, key_pose_note
 
 
@@ -629,9 +574,9 @@ def refusal_message(provider: str, url: str, status: int, server_message: str, k
     return f"{provider} API refused the request: HTTP {status} from {url}: {server_message}. Remedy: {remedy}"
 
 
-def post_with_retries(provider: str, url: str, headers: dict, body: dict, api_key: str, key_env: str,
-                      args: Args) -> dict:  # fmt: skip
+def post_with_retries(url: str, headers: dict, body: dict, api_key: str, key_env: str, args: Args) -> dict:
     """POST and return the JSON reply, retrying 429, 5xx, connection errors and timeouts with backoff."""
+    provider = args.provider
     for attempt in range(args.max_retries + 1):
         retry_after = None
         try:
@@ -666,8 +611,8 @@ def post_with_retries(provider: str, url: str, headers: dict, body: dict, api_ke
 def ask_llm(messages: list, api_key: str, key_env: str, args: Args) -> tuple:
     """Send the conversation; (reply text with the key redacted, whether it was cut off)."""
     base_url = args.base_url or DEFAULT_BASE_URLS[args.provider]
-    url, headers, body = build_request(args.provider, base_url, api_key, args.model, messages, args.max_tokens)
-    payload = post_with_retries(args.provider, url, headers, body, api_key, key_env, args)
+    url, headers, body = build_request(args.provider, base_url, api_key, args.llm, messages, args.max_tokens)
+    payload = post_with_retries(url, headers, body, api_key, key_env, args)
     text, truncated = parse_reply(args.provider, payload)
     return redact(text, api_key), truncated
 
@@ -676,8 +621,8 @@ def read_api_key(args: Args) -> tuple:
     key_env = args.api_key_env or DEFAULT_KEY_ENVS[args.provider]
     api_key = os.environ.get(key_env, "").strip()
     if not api_key:
-        raise SystemExit(
-            f"error: no API key for {args.provider}: the environment variable {key_env} is not set. "
+        raise UsageError(
+            f"no API key for {args.provider}: the environment variable {key_env} is not set. "
             f"Export it (export {key_env}=...), or name another variable with --api-key-env. "
             "For a local OpenAI-compatible server that needs no key, set it to any value."
         )
@@ -716,42 +661,44 @@ def generate_reward(prompt: str, suite: str, task_id: int, task, api_key: str, k
     messages, errors = [{"role": "user", "content": prompt}], []
     filename = f"{suite}/{task.name}.py"
     for attempt in range(1, args.max_attempts + 1):
-        log(f"{filename}: attempt {attempt} of {args.max_attempts}: asking {args.provider} model {args.model}")
+        log(f"{filename}: attempt {attempt} of {args.max_attempts}: asking {args.provider} model {args.llm}")
         reply, truncated = ask_llm(messages, api_key, key_env, args)
         messages.append({"role": "assistant", "content": reply or "(empty reply)"})  # APIs reject empty turns
         try:
             source = extract_code(reply, truncated, args.max_tokens)
-            return source, validate_reward_source(source, suite, task_id, filename, **validate_args(args)), attempt
+            summary = validate_reward_source(source, suite, task_id, filename, args, secret_names=(key_env,))
+            return source, summary, attempt
         except rollout.RewardFileError as error:
-            errors.append(f"attempt {attempt}: {error}")
-            log(f"rejected: {error}")
-            messages.append({"role": "user", "content": reflection_message(str(error))})
+            reason = redact(str(error), api_key)  # it may quote the reply or what the code read
+            errors.append(f"attempt {attempt}: {reason}")
+            log(f"rejected: {reason}")
+            messages.append({"role": "user", "content": reflection_message(reason)})
     raise rollout.RewardFileError(f"no valid reward after {args.max_attempts} attempts:\n  " + "\n  ".join(errors))
 
 
-def render_header(suite: str, task, args: Args, attempt: int, prompt: str, key_pose_note: str,
-                  summary: ValidationSummary) -> str:  # fmt: skip
-    return "\n".join([
+def render_header(suite: str, task, args: Args, *, attempt: int, prompt: str, key_pose_note: str, summary) -> str:
+    lines = [
         f'# Reward for {suite} / {task.name}: "{task.language}".',
-        f"# Made by: gen_reward.py with {args.provider} model {args.model} (reply {attempt} of at most "
+        f"# Made by: gen_reward.py with {args.provider} model {args.llm} (reply {attempt} of at most "
         f"{args.max_attempts}); key poses: {key_pose_note}.",
         f"# Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
         f"# Prompt sha256: {hashlib.sha256(prompt.encode()).hexdigest()}",
         f"# Validation: {summary}.",
-    ]) + "\n"  # fmt: skip
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def check_reward_files(tasks: list, args: Args) -> list:
     """Validate the existing file of every task; returns one failure message per bad or missing file."""
     failures = []
     for suite, task_id, task in tqdm(tasks, desc="checking reward files", unit="task"):
-        path = reward_path(args.output_dir, suite, task)
+        path = reward_path(args.rewards_dir, suite, task)
         if not path.is_file():
-            command = generate_command(suite, task_id, args.output_dir)
+            command = generate_command(suite, task_id, args.rewards_dir)
             failures.append(f"{path}: missing. Generate it with: {command}")
             continue
         try:
-            summary = validate_reward_source(path.read_text(), suite, task_id, str(path), **validate_args(args))
+            summary = validate_reward_source(path.read_text(), suite, task_id, str(path), args)
             log(f"OK {path}: {summary}")
         except rollout.RewardFileError as error:
             failures.append(str(error))
@@ -760,7 +707,7 @@ def check_reward_files(tasks: list, args: Args) -> list:
 
 
 def main(args: Args) -> None:
-    tasks = select_tasks(args.suite, args.task_id)
+    tasks = select_tasks(args.suite, args.task_ids)
     if args.check:
         failures = check_reward_files(tasks, args)
         if failures:
@@ -768,14 +715,14 @@ def main(args: Args) -> None:
         print(f"all {len(tasks)} reward files passed --check")
         return
     if args.max_attempts < 1:
-        raise SystemExit(f"error: --max-attempts must be at least 1, got {args.max_attempts}")
-    if not args.dry_run and not args.model:
-        raise SystemExit(f"error: pass --model <name> to generate with {args.provider} (--dry-run shows the prompt)")
+        raise UsageError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    if not args.dry_run and not args.llm:
+        raise UsageError(f"pass --llm <model name> to generate with {args.provider} (--dry-run shows the prompt)")
     api_key, key_env = (None, None) if args.dry_run else read_api_key(args)
 
     failures = []
     for suite, task_id, task in tqdm(tasks, desc="generating rewards", unit="task", disable=args.dry_run):
-        path = reward_path(args.output_dir, suite, task)
+        path = reward_path(args.rewards_dir, suite, task)
         if path.exists() and not args.overwrite and not args.dry_run:
             log(f"kept {path}: it exists (pass --overwrite to replace it)")
             continue
@@ -786,11 +733,11 @@ def main(args: Args) -> None:
         try:
             source, summary, attempt = generate_reward(prompt, suite, task_id, task, api_key, key_env, args)
         except LLMAPIError as error:
-            raise SystemExit(f"error: {error}") from None
+            raise UsageError(str(error)) from None
         except rollout.RewardFileError as error:
             failures.append(f"{suite}/{task.name}: {error}")
             continue
-        header = render_header(suite, task, args, attempt, prompt, key_pose_note, summary)
+        header = render_header(suite, task, args, attempt=attempt, prompt=prompt, key_pose_note=key_pose_note, summary=summary)
         write_atomically(path, redact(header + "\n" + source, api_key))
         log(f"wrote {path}: {summary}")
     if failures:
@@ -799,4 +746,8 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli_args = tyro.cli(Args)
+    try:
+        main(cli_args)
+    except (UsageError, rollout.RewardFileError) as error:
+        sys.exit(f"error: {error}")

@@ -2,7 +2,7 @@
 
     python rollout.py --suite libero_goal --task-id 8 --num-envs 4 --max-steps 200 --model tiny --video
 
-The env follows OpenVLA's published LIBERO conventions (DESIGN.md sections 4-5); the policy samples the 7
+The env follows OpenVLA's published LIBERO conventions (README, "Conventions"); the policy samples the 7
 action tokens of all live envs in one batched call; each env lives in its own worker process.
 """
 
@@ -16,8 +16,6 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
 # robosuite warns at every import (so in every env worker) that it has no private macro file.
 logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
 
-import ast
-import builtins
 import contextlib
 import hashlib
 import io
@@ -32,10 +30,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, get_args
 
 import imageio
 import numpy as np
+import simplejpeg
 import torch
 import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does: the other order segfaults)
 import tyro
@@ -46,21 +45,33 @@ from libero.libero.envs.predicates import eval_predicate_fn
 from PIL import Image
 from tqdm import tqdm
 
+import rewards
+from rewards import RewardFileError
+
+
+Suite = Literal["libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"]
+SUITES = get_args(Suite)
+# Step caps of OpenVLA's LIBERO evaluation, set from the longest demonstration of each suite.
+EVAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+# Training caps: the paper's 200 for spatial/object/goal; Long's demonstrations run up to 505 steps.
+TRAIN_MAX_STEPS = {"libero_spatial": 200, "libero_object": 200, "libero_goal": 200, "libero_10": 520, "libero_90": 400}
+VideoChoice = Literal["none", "failures", "all"]
+
 
 @dataclass
 class Args:
-    suite: str = "libero_goal"
-    """LIBERO suite: libero_spatial, libero_object, libero_goal, libero_10 (Long) or libero_90"""
-    task_id: int = 8
-    """task index within the suite (0-9; 0-89 for libero_90)"""
+    suite: Suite = "libero_goal"
+    """LIBERO suite (libero_10 is "Long")"""
+    task_ids: tuple[int, ...] = (8,)
+    """tasks of the suite to collect one group each for (0-9; 0-89 for libero_90)"""
     init_state_id: int = 0
     """which of the task's 50 fixed init states all envs start from"""
     num_envs: int = 4
     """N: parallel trajectories in the group, one worker process each"""
-    max_steps: int = 200
-    """step cap per trajectory after the 10 wait steps (libero_10 demos run up to 505 steps: use 520)"""
+    max_steps: Optional[int] = None
+    """step cap per trajectory after the 10 wait steps; default: the suite's training cap (200; 520 for libero_10)"""
     model: Optional[str] = None
-    """local checkpoint dir, hub id, or `tiny` (a tiny VLA built locally); default: the suite's OpenVLA checkpoint"""
+    """the VLA: checkpoint dir, hub id, or `tiny` (built locally); default: the suite's OpenVLA checkpoint"""
     temperature: float = 1.0
     """sampling temperature on the 256 action-token logits; 0 decodes greedily"""
     termination: Literal["first-success", "independent"] = "first-success"
@@ -68,9 +79,9 @@ class Args:
     reward_file: Optional[str] = None
     """reward file to use instead of rewards/<suite>/<task_name>.py"""
     seed: int = 1
-    """seed of torch, numpy and the envs"""
-    video: bool = False
-    """write one mp4 per env next to group.npz"""
+    """seed of torch, numpy and the envs' fixture placements"""
+    video: VideoChoice = "none"
+    """write an mp4 of the frames the policy saw for no env, the envs that failed, or all envs"""
     camera_size: int = 256
     """agentview render size in pixels (OpenVLA's LIBERO checkpoints saw 256)"""
     step_timeout: float = 60.0
@@ -78,12 +89,13 @@ class Args:
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (cpu only for `--model tiny`)"""
     output_dir: str = "runs"
-    """the group is written to <output_dir>/<run name>/"""
+    """where a run's outputs go: <output-dir>/<run name>/"""
 
 
-SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
-# Step caps of OpenVLA's LIBERO evaluation, set from the longest demonstration of each suite.
-EVAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+class UsageError(ValueError):
+    """Bad user input: the scripts print it as one line naming the flag, without a traceback."""
+
+
 NUM_WAIT_STEPS = 10  # objects are dropped from ~7 cm at reset; let them settle as OpenVLA's evaluation does
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1.0])
 CONTROL_FREQ = 20
@@ -96,7 +108,6 @@ VOCAB_SIZE = 32000  # Llama-2 base vocabulary; the action bins are its last 256 
 ACTION_TOKEN_BEGIN = VOCAB_SIZE - N_ACTION_BINS  # 31744
 SPACE_TOKEN = 29871  # "▁", which OpenVLA's training prompts ended with
 
-REWARDS_DIR = Path(__file__).resolve().parent / "rewards"
 TINY_VLA_SOURCE = Path(__file__).resolve().parent / "tiny_vla"
 
 
@@ -139,7 +150,7 @@ def select_action_stats(norm_stats: dict, suite: str) -> dict:
         key = next(iter(norm_stats))
         print(f"[rollout] warning: checkpoint has norm_stats only for {key!r}; using them for {suite}")
         return norm_stats[key]["action"]
-    raise ValueError(
+    raise UsageError(
         f"the checkpoint has no action statistics for suite {suite!r} (keys: {sorted(norm_stats)}). "
         f"Use the checkpoint fine-tuned on {suite}, or pass --suite matching one of those keys."
     )
@@ -147,23 +158,167 @@ def select_action_stats(norm_stats: dict, suite: str) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------
 # Images
+#
+# OpenVLA's LIBERO checkpoints only ever saw frames prepared by TensorFlow ops (JPEG round trip, lanczos3
+# resize, crop_and_resize). The helpers below redo each op in numpy, in float32 and in TF's order of
+# operations; tests/test_image_pipeline.py holds the result to references made with TensorFlow itself.
+
+JPEG_QUALITY = 95  # tf.image.encode_jpeg's default, which OpenVLA's evaluation uses
+# uint8 -> float32 in [0, 1] exactly as tf.image.convert_image_dtype computes it: value * float32(1/255).
+UINT8_TO_UNIT_FLOAT = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255)
+UINT8_TO_UNIT_FLOAT.setflags(write=False)
+
+
+def jpeg_round_trip(image: Image.Image) -> np.ndarray:
+    """JPEG encode and decode, with the same pixels as TF's encode_jpeg + decode_image.
+
+    PIL's encoder writes the same entropy-coded data as TF's (quality 95, 4:2:0 chroma). The decoders
+    differ: TF uses libjpeg's fast integer IDCT with smooth chroma upsampling, which PIL cannot select and
+    simplejpeg can.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling="4:2:0")
+    return simplejpeg.decode_jpeg(buffer.getvalue(), colorspace="RGB", fastdct=True, fastupsample=False)
+
+
+def lanczos3_kernel(distance: np.ndarray) -> np.ndarray:
+    """TF's lanczos3 kernel, evaluated in float32 with its terms in TF's order."""
+    x = np.abs(distance).astype(np.float32)
+    pi, radius = np.float32(np.pi), np.float32(3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weight = radius * np.sin(pi * x) * np.sin(pi * x / radius) / (pi * pi * x * x)
+    weight = np.where(x <= 1e-3, np.float32(1), weight)  # sinc's limit at 0
+    return np.where(x > radius, np.float32(0), weight).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def lanczos3_resize_matrix(input_size: int, output_size: int) -> np.ndarray:
+    """Weights of tf.image.resize(method="lanczos3", antialias=True) along one axis, (output, input).
+
+    Built once per shape the way TF builds its spans: sample points at pixel centers in float32, the kernel
+    stretched by the shrink factor (that is the antialias), each row normalized to sum to one.
+    """
+    inv_scale = np.float32(1.0 / np.float64(np.float32(output_size) / np.float32(input_size)))
+    kernel_scale = max(inv_scale, np.float32(1))  # stretch the kernel only when shrinking
+    support = np.float32(3) * kernel_scale
+    matrix = np.zeros((output_size, input_size), np.float32)
+    for row in range(output_size):
+        center = np.float32(row + 0.5) * inv_scale
+        first = max(math.ceil(center - support - np.float32(0.5)), 0)
+        last = min(math.floor(center + support - np.float32(0.5)), input_size - 1)
+        offsets = np.arange(first, last + 1, dtype=np.float32) + np.float32(0.5) - center
+        weights = lanczos3_kernel(offsets * (np.float32(1) / kernel_scale))
+        total = np.cumsum(weights, dtype=np.float32)[-1]  # summed in order, as TF does
+        matrix[row, first : last + 1] = weights * (np.float32(1) / total)
+    matrix.setflags(write=False)
+    return matrix
+
+
+@lru_cache(maxsize=None)
+def lanczos3_resize_blocks(input_size: int, output_size: int, rows_per_block: int = 8) -> tuple:
+    """The resize matrix cut into bands: (output rows, the input rows they read, their weights) per block.
+
+    Multiplying band by band skips the zeros (each output reads ~9 of 256 inputs) and keeps every product
+    small enough for OpenBLAS to compute it on the calling thread. One large product wakes its helper
+    thread, which then spins for ~0.1 s of CPU after each call (measured): in an env worker, most of a
+    core lost at every step.
+    """
+    matrix = lanczos3_resize_matrix(input_size, output_size)
+    blocks = []
+    for first in range(0, output_size, rows_per_block):
+        weights = matrix[first : first + rows_per_block]
+        used = np.flatnonzero(weights.any(axis=0))
+        inputs = slice(used[0], used[-1] + 1)
+        blocks.append((slice(first, first + len(weights)), inputs, np.ascontiguousarray(weights[:, inputs])))
+    return tuple(blocks)
+
+
+def resize_rows(values: np.ndarray, output_size: int) -> np.ndarray:
+    """Lanczos3-resize a float32 (rows, n) array along its rows: `lanczos3_resize_matrix @ values`."""
+    resized = np.empty((output_size, values.shape[1]), np.float32)
+    for outputs, inputs, weights in lanczos3_resize_blocks(values.shape[0], output_size):
+        np.matmul(weights, values[inputs], out=resized[outputs])
+    return resized
+
+
+def resize_lanczos3(image: np.ndarray, size: int) -> np.ndarray:
+    """tf.image.resize to (size, size) with lanczos3 and antialias, then round, clip and cast to uint8.
+
+    Both passes stay in float32 until the final rounding, as in TF (PIL rounds to uint8 between them).
+    """
+    height, width, channels = image.shape
+    # Rows first, as TF (the other order moves a few more values across a rounding edge), then columns,
+    # with the columns brought to the front so that both passes are the same row operation.
+    resized = resize_rows(image.reshape(height, width * channels).astype(np.float32), size)
+    resized = resize_rows(resized.reshape(size, width, channels).transpose(1, 0, 2).reshape(width, -1), size)
+    np.round(resized, out=resized)  # half to even, as tf.round
+    np.clip(resized, 0, 255, out=resized)
+    return resized.reshape(size, size, channels).transpose(1, 0, 2).astype(np.uint8, order="C")
+
+
+@lru_cache(maxsize=None)
+def center_crop_sampling(size: int, channels: int, area: float) -> tuple:
+    """Where tf.image.crop_and_resize samples the centered box of `area` (a fraction of the image) to make
+    a (size, size) output: the source rows before and after each output row and the fraction of the way
+    between them; the same for columns, as indices into a row of `size * channels` values.
+
+    TF maps the box's edges onto the outer pixel centers (the `size - 1` terms) and computes in float32.
+    """
+    side = np.sqrt(np.float32(area))
+    start = (np.float32(1) - side) / np.float32(2)
+    end = start + side
+    step = (end - start) * np.float32(size - 1) / np.float32(size - 1)
+    positions = start * np.float32(size - 1) + np.arange(size, dtype=np.float32) * step
+    before, after = np.floor(positions).astype(np.int64), np.ceil(positions).astype(np.int64)
+    fraction = positions - before.astype(np.float32)
+    sampling = (
+        before,
+        after,
+        fraction[:, None],
+        (before[:, None] * channels + np.arange(channels)).ravel(),
+        (after[:, None] * channels + np.arange(channels)).ravel(),
+        np.repeat(fraction, channels)[None, :],
+    )
+    for array in sampling:
+        array.setflags(write=False)
+    return sampling
+
+
+def center_crop(image: np.ndarray, area: float) -> np.ndarray:
+    """OpenVLA's center crop: crop_and_resize (bilinear) of the centered box of `area` back to the image's
+    size, then convert_image_dtype to uint8, which scales by 255.5 and truncates (PIL rounds)."""
+    size, _, channels = image.shape
+    row_before, row_after, row_fraction, col_before, col_after, col_fraction = center_crop_sampling(
+        size, channels, area
+    )
+    rows = image.reshape(size, size * channels)
+    # TF's arithmetic in its order, every step rounded to float32: between columns, then between rows
+    # (interpolating every source row once gives the same numbers as TF's per-output-row loop).
+    # In place, because fresh arrays of this size cost page faults on every frame.
+    left = UINT8_TO_UNIT_FLOAT.take(rows.take(col_before, axis=1))
+    across = UINT8_TO_UNIT_FLOAT.take(rows.take(col_after, axis=1))
+    across -= left
+    across *= col_fraction
+    across += left
+    top, bottom = across.take(row_before, axis=0), across.take(row_after, axis=0)
+    bottom -= top
+    bottom *= row_fraction
+    bottom += top
+    np.clip(bottom, 0, 1, out=bottom)
+    bottom *= np.float32(255.5)
+    return bottom.astype(np.uint8).reshape(size, size, channels)
 
 
 def preprocess_image(agentview: np.ndarray, size: int = 224, center_crop_area: float = 0.9) -> np.ndarray:
-    """OpenVLA's LIBERO image pipeline: rotate 180 degrees, JPEG round trip, resize, center crop.
+    """OpenVLA's LIBERO image pipeline: rotate 180 degrees, JPEG round trip, lanczos3 resize, center crop.
 
-    Upstream does this in TensorFlow (lanczos3 resize, then crop_and_resize); PIL's LANCZOS and BILINEAR
-    resampling are the equivalents here.
+    Upstream's TensorFlow pipeline without TensorFlow: equal to it but for about 1 value in 100,000, which
+    is 1 gray level off (float32 sums in another order). tests/test_image_pipeline.py checks it.
     """
-    image = Image.fromarray(np.ascontiguousarray(agentview[::-1, ::-1]))  # LIBERO renders upside down
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=95)
-    image = Image.open(buffer).convert("RGB").resize((size, size), Image.LANCZOS)
+    image = Image.fromarray(agentview).transpose(Image.Transpose.ROTATE_180)  # LIBERO renders upside down
+    image = resize_lanczos3(jpeg_round_trip(image), size)
     # The LIBERO checkpoints were trained with random crops of 90% area; evaluate on the center one.
-    side = size * math.sqrt(center_crop_area)
-    offset = (size - side) / 2.0
-    image = image.resize((size, size), Image.BILINEAR, box=(offset, offset, offset + side, offset + side))
-    return np.asarray(image)
+    return center_crop(image, center_crop_area)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -260,7 +415,7 @@ def action_log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor
 
 def default_checkpoint(suite: str) -> str:
     if suite == "libero_90":
-        raise ValueError("OpenVLA published no libero_90 checkpoint: pass --model <dir|hub id> or --model tiny")
+        raise UsageError("OpenVLA published no libero_90 checkpoint: pass --model <dir|hub id> or --model tiny")
     return f"openvla/openvla-7b-finetuned-{suite.replace('_', '-')}"
 
 
@@ -286,9 +441,13 @@ def resolve_checkpoint(model: Optional[str], suite: str) -> tuple[str, bool]:
         return str(path), True
     config_file = Path(model) / "config.json"
     if config_file.exists():
-        return model, json.loads(config_file.read_text()).get("model_type") == "tiny_vla"
+        try:
+            return model, json.loads(config_file.read_text()).get("model_type") == "tiny_vla"
+        except ValueError as error:
+            raise UsageError(f"--model {model}: {config_file} is not valid JSON ({error}); copy or download the "
+                             "checkpoint again") from None
     if Path(model).exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise FileNotFoundError(
+        raise UsageError(
             f"--model {model!r} is neither a checkpoint directory with a config.json nor a hub id "
             f"(owner/name). Pass a local OpenVLA checkpoint, a hub id such as {default_checkpoint('libero_goal')}, "
             "or --model tiny."
@@ -335,7 +494,7 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None) -> 
 @lru_cache(maxsize=None)
 def get_suite(suite: str):
     if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(SUITES)}")
     with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints its task order on every construction
         return benchmark.get_benchmark_dict()[suite]()
 
@@ -343,7 +502,7 @@ def get_suite(suite: str):
 def get_task(suite: str, task_id: int):
     tasks = get_suite(suite)
     if not 0 <= task_id < tasks.n_tasks:
-        raise ValueError(f"--task-id {task_id} is out of range: {suite} has tasks 0..{tasks.n_tasks - 1}")
+        raise UsageError(f"--task-ids {task_id}: {suite} has tasks 0..{tasks.n_tasks - 1}")
     return tasks.get_task(task_id)
 
 
@@ -449,41 +608,63 @@ def build_reward_state(env, obs: dict, step: int, success: bool) -> dict:
 
 @dataclass
 class EnvSpec:
-    """What a worker needs to (re)build its env."""
+    """What a worker needs to (re)build its rendering env."""
 
     bddl_file: str
     horizon: int
     camera_size: int = 256
-    render: bool = True
     seed: int = 0
 
 
-def observe(env, obs: dict, step: int, success: bool, render: bool) -> dict:
-    image = preprocess_image(obs["agentview_image"]) if render else None
+def observe(env, obs: dict, step: int, success: bool) -> dict:
+    image = preprocess_image(obs["agentview_image"])
     return {"image": image, "state": build_reward_state(env, obs, step, success), "done": bool(success)}
 
 
-def run_env_command(slot: dict, command: str, payload):
-    """Execute one command on the env held in `slot`; shared by worker processes and serial mode."""
+def run_env_command(held: dict, command: str, payload, in_reward=None):
+    """Execute one command on the env in `held`; shared by worker processes and serial mode.
+
+    reset: (EnvSpec, init state, RewardJob or None); step: an action. With a RewardJob, every step's reward
+    is computed here, confined by rewards.call_reward; `in_reward` (a shared flag) tells the parent that a
+    death or a hang happened inside reward code.
+    """
     if command == "reset":
-        spec, init_state = payload
-        if slot.get("spec") != spec:
-            if slot.get("env") is not None:
-                slot["env"].close()
-            slot["env"], slot["spec"] = make_env(spec.bddl_file, spec.render, spec.camera_size, spec.horizon), spec
-        slot["step"] = 0
-        return observe(slot["env"], reset_env(slot["env"], init_state, spec.seed), 0, False, spec.render)
+        spec, init_state, job = payload
+        if held.get("spec") != spec:
+            if held.get("env") is not None:
+                held["env"].close()
+            held["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
+            held["spec"] = spec
+        held["step"], held["job"] = 0, job
+        result = observe(held["env"], reset_env(held["env"], init_state, spec.seed), step=0, success=False)
+        if job is not None:
+            if held.get("reward_source") != (job.path, job.source):
+                limits = dict(cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, in_reward=in_reward)
+                held["reward_fn"] = rewards.compile_reward_fn(job.source, job.path, **limits)
+                held["reward_source"] = (job.path, job.source)
+            held["info"] = rewards.build_reward_info(
+                suite=job.suite, task_name=job.task_name, instruction=job.instruction, max_steps=job.max_steps,
+                initial=result["state"],
+            )
+        return result
     if command == "step":
-        obs, _, done, _ = slot["env"].step(payload)
-        slot["step"] += 1
-        return observe(slot["env"], obs, slot["step"], done, slot["spec"].render)
+        obs, _, done, _ = held["env"].step(payload)
+        held["step"] += 1
+        result = observe(held["env"], obs, held["step"], done)
+        job = held["job"]
+        if job is not None:
+            result["reward"] = rewards.call_reward(
+                held["reward_fn"], result["state"], held["info"], cpu_seconds=job.cpu_seconds,
+                memory_mb=job.memory_mb, in_reward=in_reward,
+            )
+        return result
     raise ValueError(f"unknown env command {command!r}")
 
 
-def env_worker(conn) -> None:
+def env_worker(conn, in_reward) -> None:
     """Worker process main loop: one env, commands in, observations (or an error text) out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which saves and closes us
-    slot = {}
+    held = {}
     while True:
         try:
             command, payload = conn.recv()
@@ -492,7 +673,9 @@ def env_worker(conn) -> None:
         if command == "close":
             os._exit(0)  # skip interpreter teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
         try:
-            conn.send(("ok", run_env_command(slot, command, payload)))
+            conn.send(("ok", run_env_command(held, command, payload, in_reward)))
+        except RewardFileError as error:
+            conn.send(("reward_error", str(error)))
         except Exception:
             conn.send(("error", traceback.format_exc(limit=4)))
 
@@ -501,32 +684,35 @@ class EnvPool:
     """N persistent envs, each in its own process, reset together and stepped in parallel.
 
     A worker that crashes, raises or misses its deadline yields None for that env: its trajectory ends as a
-    failure, a warning names the task and the error, and a fresh worker takes its place.
-    `parallel=False` runs the envs one after another in this process (for benchmarks and debugging).
+    failure, a warning names the task and the error, and a fresh worker takes its place. A reward file that
+    fails, or exceeds its limits, raises RewardFileError instead: that is the file's fault, not the simulator's.
+    Workers start with an environment stripped of secrets (API keys), since reward code runs in them.
+    `parallel=False` runs the envs one after another in this process, rewards unconfined: for benchmarks only.
     """
 
     def __init__(self, num_envs: int, parallel: bool = True, step_timeout: float = 60.0, reset_timeout: float = 300.0):
         self.num_envs, self.parallel = num_envs, parallel
         self.step_timeout, self.reset_timeout = step_timeout, reset_timeout
         self.context = mp.get_context("spawn")  # never fork a process that holds torch threads or a GL context
-        self.workers, self.conns, self.slots = [None] * num_envs, [None] * num_envs, [{} for _ in range(num_envs)]
-        self.task_label, self.restarts = "", 0
+        self.workers, self.conns = [None] * num_envs, [None] * num_envs
+        self.in_reward = [None] * num_envs  # shared flags: a worker is inside reward code
+        self.serial_envs = [{} for _ in range(num_envs)]
+        self.task_label, self.reward_job, self.restarts = "", None, 0
         if parallel:
             for i in range(num_envs):
                 self._start_worker(i)
 
     def _start_worker(self, i: int) -> None:
         parent_conn, child_conn = self.context.Pipe()
-        worker = self.context.Process(target=env_worker, args=(child_conn,), daemon=True, name=f"libero-env-{i}")
+        self.in_reward[i] = self.context.Value("b", 0, lock=False)
+        worker = self.context.Process(
+            target=env_worker, args=(child_conn, self.in_reward[i]), daemon=True, name=f"libero-env-{i}"
+        )
         # Mesa's llvmpipe renders with one thread per core by default; with several workers per core, their
         # threads only contend (measured: 7.7 -> 10.2 steps/s for 4 workers on 2 cores). Spawn copies os.environ.
-        user_setting = os.environ.get("LP_NUM_THREADS")
-        os.environ["LP_NUM_THREADS"] = user_setting or str(max(1, (os.cpu_count() or 1) // self.num_envs))
-        try:
+        threads = os.environ.get("LP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // self.num_envs))
+        with rewards.environment_without_secrets(LP_NUM_THREADS=threads):
             worker.start()
-        finally:
-            if user_setting is None:
-                del os.environ["LP_NUM_THREADS"]
         child_conn.close()
         self.workers[i], self.conns[i] = worker, parent_conn
 
@@ -543,22 +729,14 @@ class EnvPool:
             self.conns[i].close()
             self._start_worker(i)
         else:
-            self.slots[i] = {}
+            self.serial_envs[i] = {}
 
     def _death_note(self, i: int) -> str:
         self.workers[i].join(timeout=1)  # reap it, so the exit code (e.g. -9 for SIGKILL) is known
         return f"worker process died (exit code {self.workers[i].exitcode})"
 
-    def _run(self, ids: list, command: str, payloads: list, timeout: float) -> list:
-        if not self.parallel:
-            results = []
-            for i, payload in zip(ids, payloads):
-                try:
-                    results.append(run_env_command(self.slots[i], command, payload))
-                except Exception:
-                    self._replace_worker(i, traceback.format_exc(limit=4))
-                    results.append(None)
-            return results
+    def _receive_all(self, ids: list, command: str, payloads: list, timeout: float) -> dict:
+        """{env: (status, value)} from the workers, with an error for each that died or missed the deadline."""
         replies = {}
         for i, payload in zip(ids, payloads):
             try:
@@ -579,6 +757,34 @@ class EnvPool:
                     replies[i] = ("error", self._death_note(i))
         for i in waiting.values():
             replies[i] = ("error", f"no reply within {timeout:.0f} s (hung worker; raise --step-timeout if slow)")
+        return replies
+
+    def _run_serially(self, ids: list, command: str, payloads: list) -> dict:
+        replies = {}
+        for i, payload in zip(ids, payloads):
+            try:
+                replies[i] = ("ok", run_env_command(self.serial_envs[i], command, payload))
+            except RewardFileError as error:
+                replies[i] = ("reward_error", str(error))
+            except Exception:
+                replies[i] = ("error", traceback.format_exc(limit=4))
+        return replies
+
+    def _run(self, ids: list, command: str, payloads: list, timeout: float) -> list:
+        if self.parallel:
+            replies = self._receive_all(ids, command, payloads, timeout)
+        else:
+            replies = self._run_serially(ids, command, payloads)
+        for i in ids:
+            status, value = replies[i]
+            if status == "reward_error":
+                raise RewardFileError(f"{value} (env {i})")
+            if status != "ok" and self.in_reward[i] is not None and self.in_reward[i].value:
+                job, worker = self.reward_job, self.workers[i]
+                exitcode = None if worker.is_alive() else worker.exitcode
+                raise rewards.reward_process_died(
+                    job.path, exitcode, where=f"(env {i})", cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb
+                )
         results = []
         for i in ids:
             status, value = replies[i]
@@ -588,13 +794,13 @@ class EnvPool:
             results.append(value)
         return results
 
-    def reset(self, ids: list, spec: EnvSpec, init_states, task_label: str = "") -> list:
+    def reset(self, ids: list, spec: EnvSpec, init_states, task_label: str = "", reward_job=None) -> list:
         """Reset envs `ids` (wait steps included) to one shared init state, or to a list with one state per
-        env; None marks a failed env."""
-        self.task_label = task_label
+        env; None marks a failed env. With a RewardJob, each later step's result carries its "reward"."""
+        self.task_label, self.reward_job = task_label, reward_job
         if isinstance(init_states, np.ndarray) and init_states.ndim == 1:
             init_states = [init_states] * len(ids)
-        return self._run(ids, "reset", [(spec, state) for state in init_states], self.reset_timeout)
+        return self._run(ids, "reset", [(spec, state, reward_job) for state in init_states], self.reset_timeout)
 
     def step(self, ids: list, actions: np.ndarray) -> list:
         """Step envs `ids` in parallel, one action each; None marks a failed env."""
@@ -611,212 +817,51 @@ class EnvPool:
             worker.join(timeout=5)
             if worker.is_alive():
                 worker.kill()
-        for slot in self.slots:
-            if slot.get("env") is not None:
-                slot["env"].close()
+        for held in self.serial_envs:
+            if held.get("env") is not None:
+                held["env"].close()
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Reward files
+# Reward files: the contract and its confinement live in rewards/; reward code runs only in the env workers
 
 
-ALLOWED_MODULES = ("math", "numpy", "numpy.linalg")
-# numpy is a door to the file system and the process (np.lib.npyio.os, np.load, np.ctypeslib, ...), so a
-# reward file may reach only these pure functions and constants through it.
-NUMPY_API = {
-    "abs", "absolute", "all", "allclose", "any", "arccos", "arcsin", "arctan", "arctan2", "arange", "argmax",
-    "argmin", "argsort", "array", "asarray", "atleast_1d", "ceil", "clip", "concatenate", "cos", "cosh", "count_nonzero",
-    "cross", "cumsum", "deg2rad", "degrees", "diff", "dot", "e", "einsum", "exp", "expm1", "eye", "fabs", "float32",
-    "float64", "floor", "full", "hypot", "inf", "inner", "int64", "interp", "isclose", "isfinite", "isinf", "isnan",
-    "linalg", "linspace", "log", "log10", "log1p", "log2", "logical_and", "logical_not", "logical_or", "matmul", "max",
-    "maximum", "mean", "median", "min", "minimum", "nan", "ones", "ones_like", "outer", "pi", "power", "prod",
-    "rad2deg", "radians", "round", "sign", "sin", "sinh", "sort", "sqrt", "square", "stack", "std", "sum", "tan", "tanh",
-    "tile", "trace", "transpose", "var", "vstack", "hstack", "where", "zeros", "zeros_like",
-}  # fmt: skip
-LINALG_API = {"norm", "det", "inv", "solve", "eig", "eigh", "svd", "pinv", "matrix_rank"}
-FORBIDDEN_ATTRIBUTES = {
-    "tofile", "dump", "dumps", "ctypes", "gi_frame", "gi_code", "cr_frame", "ag_frame", "f_back", "f_globals",
-    "f_locals", "f_builtins", "f_code", "tb_frame", "tb_next",
-}  # fmt: skip
-FORBIDDEN_NAMES = {
-    "open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "getattr", "setattr",
-    "delattr", "input", "breakpoint", "help", "exit", "quit", "memoryview", "type", "object", "classmethod",
-    "staticmethod", "property", "super", "dir",
-}  # fmt: skip
-SAFE_BUILTINS = {
-    name: getattr(builtins, name)
-    for name in (
-        "abs", "all", "any", "bool", "dict", "enumerate", "filter", "float", "int", "isinstance", "len", "list",
-        "map", "max", "min", "pow", "range", "reversed", "round", "set", "sorted", "str", "sum", "tuple", "zip",
-        "ValueError", "KeyError", "IndexError", "TypeError", "ZeroDivisionError", "Exception",
-    )
-}  # fmt: skip
+@dataclass(frozen=True)
+class RewardFile:
+    """A reward file's text, checked against the contract but never run in this process."""
 
-
-class RewardFileError(Exception):
-    """A reward file that is missing, rejected by the allow-list, or broken at run time."""
-
-
-def module_api(module: str) -> Optional[set]:
-    """The attributes a reward file may use on `module` (None: any public one)."""
-    return {"math": None, "numpy": NUMPY_API, "numpy.linalg": LINALG_API}[module]
-
-
-def imported_modules(tree: ast.Module, filename: str) -> dict:
-    """{local name: module} of the file's imports; rejects any import outside the allow-list."""
-    aliases = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name not in ALLOWED_MODULES:
-                    raise RewardFileError(
-                        f"{filename}: line {node.lineno} imports {alias.name!r}; only {', '.join(ALLOWED_MODULES)} are allowed"
-                    )
-                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if module not in ALLOWED_MODULES or node.level:
-                raise RewardFileError(
-                    f"{filename}: line {node.lineno} imports {module!r}; only {', '.join(ALLOWED_MODULES)} are allowed"
-                )
-            for alias in node.names:
-                full = f"{module}.{alias.name}"
-                if full in ALLOWED_MODULES:
-                    aliases[alias.asname or alias.name] = full
-                elif alias.name.startswith("_") or (module_api(module) is not None and alias.name not in module_api(module)):
-                    raise RewardFileError(f"{filename}: line {node.lineno} imports {full!r}, which reward files may not use")
-    return aliases
-
-
-def check_reward_source(source: str, filename: str = "<reward>") -> ast.Module:
-    """Reject a reward file unless it only uses math, numpy's pure functions and plain Python; never runs it."""
-    try:
-        tree = ast.parse(source, filename=filename)
-    except SyntaxError as error:
-        raise RewardFileError(f"{filename}: syntax error at line {error.lineno}: {error.msg}") from None
-    modules = imported_modules(tree, filename)
-    module_reads = set()  # ids of the Name nodes that are the `np` in `np.x`: the only allowed use of a module
-
-    def module_of(node):
-        if isinstance(node, ast.Name):
-            return modules.get(node.id)
-        if isinstance(node, ast.Attribute) and module_of(node.value) is not None:
-            full = f"{module_of(node.value)}.{node.attr}"
-            return full if full in ALLOWED_MODULES else None
-        return None
-
-    for node in ast.walk(tree):
-        line = getattr(node, "lineno", "?")
-        if isinstance(node, ast.Attribute):
-            if node.attr.startswith("_") or node.attr in FORBIDDEN_ATTRIBUTES:
-                raise RewardFileError(f"{filename}: line {line} reads the forbidden attribute {node.attr!r}")
-            if not isinstance(node.ctx, ast.Load):
-                raise RewardFileError(f"{filename}: line {line} assigns to the attribute {node.attr!r}")
-            owner = module_of(node.value)
-            if owner is not None:
-                module_reads.add(id(node.value))
-                api = module_api(owner)
-                if api is not None and node.attr not in api:
-                    raise RewardFileError(f"{filename}: line {line} uses {owner}.{node.attr}, which reward files may not")
-        elif isinstance(node, ast.Name) and (node.id in FORBIDDEN_NAMES or node.id.startswith("__")):
-            raise RewardFileError(f"{filename}: line {line} uses the forbidden name {node.id!r}")
-        elif isinstance(node, (ast.Global, ast.Nonlocal, ast.ClassDef, ast.AsyncFunctionDef, ast.Lambda, ast.Yield,
-                               ast.YieldFrom, ast.Await)):  # fmt: skip
-            raise RewardFileError(f"{filename}: line {line} uses {type(node).__name__}, which reward files may not")
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id in modules and id(node) not in module_reads:
-            raise RewardFileError(
-                f"{filename}: line {node.lineno} uses the module {node.id!r} as a value; only call its functions"
-            )
-    for node in tree.body:
-        if not isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign, ast.AnnAssign, ast.Expr)):
-            raise RewardFileError(
-                f"{filename}: line {node.lineno}: top-level {type(node).__name__} statements are not allowed "
-                "(only imports, constants and functions)"
-            )
-        if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Constant):
-            raise RewardFileError(f"{filename}: line {node.lineno}: top-level expressions are not allowed")
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    if "compute_reward" not in functions or len(functions["compute_reward"].args.args) != 2:
-        raise RewardFileError(f"{filename}: must define `def compute_reward(state, info) -> float` at top level")
-    return tree
-
-
-def restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
-    if name not in ALLOWED_MODULES or level:
-        raise ImportError(f"reward files may only import {', '.join(ALLOWED_MODULES)}, not {name!r}")
-    return __import__(name, globals, locals, fromlist, level)
-
-
-def compile_reward_fn(source: str, filename: str = "<reward>") -> Callable:
-    """Check `source` against the allow-list, then execute it with a reduced set of builtins."""
-    code = compile(check_reward_source(source, filename), filename, "exec")
-    namespace = {"__builtins__": {**SAFE_BUILTINS, "__import__": restricted_import}, "__name__": "reward_file"}
-    exec(code, namespace)
-    return namespace["compute_reward"]
-
-
-@dataclass
-class RewardFn:
-    """A loaded reward file: call it as fn(state, info) -> float."""
-
-    fn: Callable
     path: str
+    source: str
     sha256: str
 
-    def __call__(self, state: dict, info: dict) -> float:
-        return self.fn(state, info)
 
-
-def reward_file_path(suite: str, task_name: str) -> Path:
-    return REWARDS_DIR / suite / f"{task_name}.py"
-
-
-def gen_reward_command(suite: str, task_name: str) -> str:
-    names = [task.name for task in get_suite(suite).tasks]
-    task_id = names.index(task_name) if task_name in names else "<id>"
-    return f"python gen_reward.py --suite {suite} --task-id {task_id} --provider anthropic --model <model name>"
-
-
-def load_reward_fn(suite: str, task_name: str, path: Optional[str] = None) -> RewardFn:
-    """Load rewards/<suite>/<task_name>.py (or `path`) through the AST allow-list."""
-    path = Path(path) if path is not None else reward_file_path(suite, task_name)
+def read_reward_file(suite: str, task_name: str, path: Optional[str] = None) -> RewardFile:
+    """rewards/<suite>/<task_name>.py (or `path`), read and checked; a problem names the command that fixes it."""
+    path = Path(path) if path is not None else rewards.reward_file_path(suite, task_name)
+    task_id = next((i for i, task in enumerate(get_suite(suite).tasks) if task.name == task_name), "<id>")
+    fix = rewards.regenerate_command(suite, task_id)
     if not path.is_file():
-        raise RewardFileError(
-            f"no reward file at {path}. Generate it with: {gen_reward_command(suite, task_name)} "
-            "(or pass --reward-file <path>)"
-        )
+        raise RewardFileError(f"no reward file at {path}. Generate it with: {fix} (or pass --reward-file <path>)")
     source = path.read_text()
     try:
-        fn = compile_reward_fn(source, str(path))
+        rewards.check_reward_source(source, str(path))
     except RewardFileError as error:
-        raise RewardFileError(
-            f"{error}\nFix the file, or regenerate it with: {gen_reward_command(suite, task_name)} --overwrite"
-        ) from None
-    return RewardFn(fn, str(path), hashlib.sha256(source.encode()).hexdigest())
+        raise RewardFileError(f"{error}\nFix the file, or regenerate it with: {fix} --overwrite") from None
+    return RewardFile(str(path), source, hashlib.sha256(source.encode()).hexdigest())
 
 
-def describe_state_keys(state: dict) -> str:
-    objects = ", ".join(sorted(state.get("objects", {})))
-    return f"state keys {sorted(state)}; objects [{objects}]"
+@dataclass(frozen=True)
+class RewardJob:
+    """What a worker needs to score its env's steps: the file, the run's facts for `info`, and the limits."""
 
-
-def evaluate_reward(reward_fn: RewardFn, state: dict, info: dict, env_index: int) -> float:
-    """Call the reward file; a crash or a non-finite value stops the run instead of inventing a reward."""
-    try:
-        value = reward_fn(state, info)
-        reward = float(value)
-    except Exception as error:
-        raise RewardFileError(
-            f"{reward_fn.path} raised {type(error).__name__}: {error} at step {state['step']} (env {env_index}); "
-            f"{describe_state_keys(state)}"
-        ) from error
-    if not math.isfinite(reward):
-        raise RewardFileError(
-            f"{reward_fn.path} returned {value!r} at step {state['step']} (env {env_index}); "
-            f"{describe_state_keys(state)}"
-        )
-    return reward
+    path: str
+    source: str
+    suite: str
+    task_name: str
+    instruction: str
+    max_steps: int
+    cpu_seconds: float = 5.0
+    memory_mb: int = 1024
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -861,35 +906,39 @@ def still_running(live: np.ndarray, success: np.ndarray, termination: str) -> np
 def collect_group(
     policy: VLAPolicy,
     pool: EnvPool,
+    *,
     suite: str,
     task_id: int,
     init_state_id: int,
-    reward_fn: RewardFn,
-    max_steps: int = 200,
+    reward_file: RewardFile,
+    max_steps: int,
     temperature: float = 1.0,
     termination: str = "first-success",
     camera_size: int = 256,
     seed: int = 0,
+    reward_limits: tuple = (5.0, 1024),
     progress: bool = False,
     init_state: Optional[np.ndarray] = None,
 ) -> Group:
     """Run the pool's N envs from one init state with the policy; see `Group` for what comes back.
 
+    The rewards are computed in the env workers (`reward_limits`: CPU seconds and MB per call).
     `init_state` (a flattened MuJoCo state) overrides the task's fixed init state `init_state_id`.
     """
     if termination not in ("first-success", "independent"):
-        raise ValueError(f"unknown termination {termination!r}; use first-success or independent")
+        raise UsageError(f"--termination {termination!r}: use first-success or independent")
     if max_steps < 1:
-        raise ValueError(f"--max-steps {max_steps}: a trajectory needs at least one step")
+        raise UsageError(f"--max-steps {max_steps}: a trajectory needs at least one step")
     task = get_task(suite, task_id)
     n = pool.num_envs
-    spec = EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size, True, seed)
-    timing = dict.fromkeys(("simulation", "policy", "reward"), 0.0)
+    spec = EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size, seed)
+    job = RewardJob(reward_file.path, reward_file.source, suite, task.name, task.language, max_steps, *reward_limits)
+    timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
     start = time.perf_counter()
 
     if init_state is None:
         init_state = get_init_states(suite, task_id)[init_state_id]
-    results = pool.reset(list(range(n)), spec, init_state, task.name)
+    results = pool.reset(list(range(n)), spec, init_state, task.name, reward_job=job)
     timing["simulation"] += time.perf_counter() - start
     live = np.array([r is not None for r in results])
     if not live.any():
@@ -898,15 +947,10 @@ def collect_group(
             "if they died at start-up, run `python rollout.py --model tiny --num-envs 1` to see the error"
         )
     failed = ~live
-    image_shape = next((r["image"].shape for r in results if r is not None), (224, 224, 3))
+    image_shape = next(r["image"].shape for r in results if r is not None)
     current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
-    infos = [
-        {"suite": suite, "task_name": task.name, "instruction": task.language, "max_steps": max_steps,
-         "initial": r["state"] if r is not None else None}
-        for r in results
-    ]  # fmt: skip
     success, lengths = np.zeros(n, bool), np.zeros(n, np.int64)
-    images, tokens, log_probs, rewards, masks = [], [], [], [], []
+    images, tokens, log_probs, rewards_, masks = [], [], [], [], []
 
     for t in tqdm(range(max_steps), desc=f"{task.name[:40]} steps", leave=False, disable=not progress):
         ids = np.flatnonzero(live)
@@ -916,31 +960,25 @@ def collect_group(
         tick = time.perf_counter()
         step_tokens, step_logp, actions = policy.act(images[-1][ids], task.language, temperature)
         timing["policy"] += time.perf_counter() - tick
-
         tokens.append(np.zeros((n, ACTION_DIM), np.int64))
         log_probs.append(np.zeros(n, np.float32))
-        rewards.append(np.zeros(n, np.float32))
+        rewards_.append(np.zeros(n, np.float32))
         masks.append(np.zeros(n, bool))
         tokens[-1][ids], log_probs[-1][ids] = step_tokens, step_logp
 
         tick = time.perf_counter()
-        results = pool.step(list(ids), actions)
+        results = pool.step(list(ids), actions)  # each worker steps its env and scores the step
         timing["simulation"] += time.perf_counter() - tick
-
-        tick = time.perf_counter()
         for i, result in zip(ids, results):
             if result is None:
                 live[i], failed[i] = False, True
                 continue
-            rewards[-1][i] = evaluate_reward(reward_fn, result["state"], infos[i], i)
-            masks[-1][i], lengths[i], current[i] = True, t + 1, result["image"]
+            rewards_[-1][i], masks[-1][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
             success[i] |= result["done"]
-        timing["reward"] += time.perf_counter() - tick
-
         live = still_running(live, success, termination)
 
     timing["total"] = time.perf_counter() - start
-    timing["other"] = timing["total"] - timing["simulation"] - timing["policy"] - timing["reward"]
+    timing["other"] = timing["total"] - timing["simulation"] - timing["policy"]
     return Group(
         suite=suite,
         task_name=task.name,
@@ -949,7 +987,7 @@ def collect_group(
         images=np.stack(images, axis=1),
         tokens=np.stack(tokens, axis=1),
         log_probs=np.stack(log_probs, axis=1),
-        rewards=np.stack(rewards, axis=1),
+        rewards=np.stack(rewards_, axis=1),
         mask=np.stack(masks, axis=1),
         success=success,
         lengths=lengths,
@@ -958,10 +996,12 @@ def collect_group(
     )
 
 
-def save_videos(group: Group, directory: Path) -> list:
-    """One mp4 per env, of the frames the policy saw."""
+def save_videos(group: Group, directory: Path, which: str) -> list:
+    """An mp4 of the frames the policy saw, for every env (`all`) or the envs that did not succeed (`failures`)."""
     paths = []
     for i in range(len(group.lengths)):
+        if which == "none" or (which == "failures" and group.success[i]):
+            continue
         path = directory / f"env{i}.mp4"
         frames = group.images[i, : max(1, group.lengths[i])]
         imageio.mimwrite(path, list(frames), fps=CONTROL_FREQ, macro_block_size=1)
@@ -974,28 +1014,63 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_device(device: Optional[str]) -> None:
+    """Refuse a device this machine does not have, before anything loads."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UsageError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:<index>") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (with --model tiny)")
+    if kind not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: use cpu or cuda")
+
+
+def check_args(args: Args) -> None:
+    for task_id in args.task_ids:
+        get_task(args.suite, task_id)
+    problems = [
+        (not 0 <= args.init_state_id < 50, "--init-state-id", args.init_state_id, "LIBERO tasks have init states 0..49"),
+        (args.num_envs < 1, "--num-envs", args.num_envs, "use 1 or more"),
+        (args.max_steps is not None and args.max_steps < 1, "--max-steps", args.max_steps, "use 1 or more"),
+        (args.temperature < 0, "--temperature", args.temperature, "use 0 (greedy) or more"),
+        (args.step_timeout <= 0, "--step-timeout", args.step_timeout, "use a positive number of seconds"),
+    ]
+    for failed, flag, value, fix in problems:
+        if failed:
+            raise UsageError(f"{flag} {value}: {fix}")
+    check_device(args.device)
+    resolve_checkpoint(args.model, args.suite)
+
+
 def main(args: Args) -> None:
-    task = get_task(args.suite, args.task_id)
-    if not 0 <= args.init_state_id < len(get_init_states(args.suite, args.task_id)):
-        raise ValueError(f"--init-state-id {args.init_state_id} is out of range: LIBERO tasks have init states 0..49")
-    reward_fn = load_reward_fn(args.suite, task.name, args.reward_file)
+    check_args(args)
+    max_steps = args.max_steps or TRAIN_MAX_STEPS[args.suite]
+    tasks = {task_id: get_task(args.suite, task_id) for task_id in args.task_ids}
+    reward_files = {task_id: read_reward_file(args.suite, task.name, args.reward_file) for task_id, task in tasks.items()}
     seed_everything(args.seed)
     pool = EnvPool(args.num_envs, step_timeout=args.step_timeout)  # workers boot while the model loads
     try:
         policy = load_vla(args.model, args.suite, args.device)
-        group = collect_group(
-            policy, pool, args.suite, args.task_id, args.init_state_id, reward_fn, args.max_steps,
-            args.temperature, args.termination, args.camera_size, args.seed, progress=True,
-        )  # fmt: skip
+        for task_id, task in tasks.items():
+            group = collect_group(
+                policy, pool, suite=args.suite, task_id=task_id, init_state_id=args.init_state_id,
+                reward_file=reward_files[task_id], max_steps=max_steps, temperature=args.temperature,
+                termination=args.termination, camera_size=args.camera_size, seed=args.seed, progress=True,
+            )
+            report_group(group, args, task_id)
     finally:
         pool.close()
 
-    run_dir = Path(args.output_dir) / f"rollout__{args.suite}__task{args.task_id}__{args.seed}__{int(time.time())}"
+
+def report_group(group: Group, args: Args, task_id: int) -> None:
+    run_dir = Path(args.output_dir) / f"rollout__{args.suite}__task{task_id}__{args.seed}__{int(time.time())}"
     run_dir.mkdir(parents=True, exist_ok=True)
     group.save(str(run_dir / "group.npz"))
-    videos = save_videos(group, run_dir) if args.video else []
-
-    print(f"task {args.suite}/{args.task_id}: {task.language} (init state {args.init_state_id})")
+    videos = save_videos(group, run_dir, args.video)
+    print(f"task {args.suite}/{task_id}: {group.instruction} (init state {args.init_state_id})")
     for i in range(args.num_envs):
         status = "crashed" if group.failed[i] else "success" if group.success[i] else "failure"
         print(f"  env {i}: {status:8s} return {group.returns[i]:9.3f}  length {group.lengths[i]}")
@@ -1006,4 +1081,8 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli_args = tyro.cli(Args)
+    try:
+        main(cli_args)
+    except (UsageError, RewardFileError) as error:
+        sys.exit(f"error: {error}")

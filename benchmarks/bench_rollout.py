@@ -36,9 +36,10 @@ class Args:
     """torch seed"""
 
 
-def collect(policy, pool, args, reward_fn) -> rollout.Group:
+def collect(policy, pool, args, reward_file) -> rollout.Group:
     return rollout.collect_group(
-        policy, pool, args.suite, args.task_id, 0, reward_fn, args.max_steps, termination="independent", seed=args.seed
+        policy, pool, suite=args.suite, task_id=args.task_id, init_state_id=0, reward_file=reward_file,
+        max_steps=args.max_steps, termination="independent", seed=args.seed,
     )
 
 
@@ -60,28 +61,28 @@ def time_policy_calls(policy, images: np.ndarray, instruction: str, repeats: int
 def row(name: str, group: rollout.Group) -> str:
     steps = int(group.mask.sum())
     total = group.timing["total"]
-    split = " | ".join(f"{group.timing[k] / total:.1%}" for k in ("simulation", "policy", "reward", "other"))
+    split = " | ".join(f"{group.timing[k] / total:.1%}" for k in ("simulation", "policy", "other"))
     return f"| {name} | {steps} | {total:.1f} | {steps / total:.1f} | {split} |"
 
 
 def main(args: Args) -> None:
     torch.manual_seed(args.seed)
     task = rollout.get_task(args.suite, args.task_id)
-    reward_fn = rollout.load_reward_fn(args.suite, task.name)
+    reward_file = rollout.read_reward_file(args.suite, task.name)
     policy = rollout.load_vla(args.model, args.suite)
     lines = [
         f"Group collection, {args.suite} task {args.task_id}, N={args.num_envs}, {args.max_steps} steps, "
         f"model {args.model}, {torch.get_num_threads()} torch threads",
         "",
-        "| stepping | env steps | wall s | steps/s | simulation | policy | reward | other |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stepping | env steps | wall s | steps/s | simulation and reward | policy | other |",
+        "|---|---|---|---|---|---|---|",
     ]
     groups = {}
     for name, parallel in (("serial (one process)", False), ("parallel workers", True)):
         pool = rollout.EnvPool(args.num_envs, parallel=parallel)
         try:
-            collect(policy, pool, args, reward_fn)  # warm-up: builds the envs and renderers
-            groups[name] = collect(policy, pool, args, reward_fn)
+            collect(policy, pool, args, reward_file)  # warm-up: builds the envs and renderers
+            groups[name] = collect(policy, pool, args, reward_file)
         finally:
             pool.close()
         lines.append(row(name, groups[name]))

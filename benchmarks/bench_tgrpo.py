@@ -63,7 +63,7 @@ def measure_update(policy, group, mask, micro_batch_size: int, device) -> tuple:
     optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-5)
     args = tgrpo.Args(micro_batch_size=micro_batch_size)
     rewards = torch.as_tensor(group.rewards)
-    advantages = tgrpo.compute_advantages(rewards, args.alpha_step, args.alpha_traj, mask)
+    advantages = tgrpo.compute_advantages(rewards, mask, args.alpha_step, args.alpha_traj)[0]
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -82,15 +82,14 @@ def measure_update(policy, group, mask, micro_batch_size: int, device) -> tuple:
 def main(args: Args) -> None:
     torch.manual_seed(args.seed)
     task = rollout.get_task(args.suite, args.task_id)
-    reward_fn = rollout.load_reward_fn(args.suite, task.name)
+    reward_file = rollout.read_reward_file(args.suite, task.name)
     pool = rollout.EnvPool(args.num_envs)
     policy = rollout.load_vla(args.model, args.suite)
     policy.model = tgrpo.add_lora(policy.model, rank=16, alpha=None)
     try:
-        rollout.collect_group(policy, pool, args.suite, args.task_id, 0, reward_fn, 2)  # warm-up: builds the envs
-        group = rollout.collect_group(
-            policy, pool, args.suite, args.task_id, 0, reward_fn, args.max_steps, termination="independent"
-        )
+        common = dict(suite=args.suite, task_id=args.task_id, init_state_id=0, reward_file=reward_file)
+        rollout.collect_group(policy, pool, **common, max_steps=2)  # warm-up: builds the envs
+        group = rollout.collect_group(policy, pool, **common, max_steps=args.max_steps, termination="independent")
     finally:
         pool.close()
     mask = torch.as_tensor(group.mask)

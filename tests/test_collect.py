@@ -23,13 +23,27 @@ def pool():
     pool.close()
 
 
-def eef_height_reward():
-    return rollout.RewardFn(lambda state, info: float(state["eef_pos"][2]), "eef-height", "-")
+def reward_file(tmp_path_factory, name: str, body: str) -> rollout.RewardFile:
+    path = tmp_path_factory.mktemp("rewards") / name
+    path.write_text(f"def compute_reward(state, info):\n    {body}\n")
+    return rollout.read_reward_file(SUITE, "put_the_bowl_on_the_plate", str(path))
 
 
-def test_group_has_every_field_the_trainer_needs(tiny_policy, pool):
+@pytest.fixture(scope="module")
+def eef_height(tmp_path_factory):
+    return reward_file(tmp_path_factory, "eef_height.py", 'return float(state["eef_pos"][2])')
+
+
+def collect(policy, pool, reward, max_steps, **options):
+    return rollout.collect_group(
+        policy, pool, suite=SUITE, task_id=TASK_ID, init_state_id=0, reward_file=reward, max_steps=max_steps,
+        camera_size=128, **options,
+    )
+
+
+def test_group_has_every_field_the_trainer_needs(tiny_policy, pool, eef_height):
     torch.manual_seed(0)
-    group = rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, eef_height_reward(), max_steps=6, camera_size=128)
+    group = collect(tiny_policy, pool, eef_height, max_steps=6)
     n, t = 2, 6
     assert group.images.shape == (n, t, 224, 224, 3) and group.images.dtype == np.uint8
     assert group.tokens.shape == (n, t, 7) and group.log_probs.shape == (n, t)
@@ -38,7 +52,7 @@ def test_group_has_every_field_the_trainer_needs(tiny_policy, pool):
     assert ((group.tokens >= rollout.ACTION_TOKEN_BEGIN) & (group.tokens < rollout.VOCAB_SIZE)).all()
     # The reward is the real eef height after each step: near the start height and changing as the arm moves.
     assert np.all((group.rewards > 0.8) & (group.rewards < 1.6)) and np.ptp(group.rewards) > 0
-    assert set(group.timing) == {"simulation", "policy", "reward", "other", "total"}
+    assert set(group.timing) == {"simulation", "policy", "other", "total"}
     assert group.timing["total"] >= group.timing["simulation"] > 0
     # The stored log-probs are the ones the trainer will recompute from the stored images.
     rescored = tiny_policy.log_prob(group.images[:, 2], group.instruction, group.tokens[:, 2]).detach().numpy()
@@ -53,49 +67,51 @@ def test_termination_modes():
     assert list(rollout.still_running(live, nobody, "first-success")) == list(live)
 
 
-def test_a_real_success_ends_the_trajectory_in_both_modes(tiny_policy, pool, bowl_on_plate):
+def test_a_real_success_ends_the_trajectory_in_both_modes(tiny_policy, pool, bowl_on_plate, eef_height):
     # The bowl is put on the plate before the rollout, so LIBERO's own `done` holds after the first step.
-    init_state = bowl_on_plate
     for termination in ("first-success", "independent"):
-        group = rollout.collect_group(
-            tiny_policy, pool, SUITE, TASK_ID, 0, eef_height_reward(), 5, termination=termination,
-            camera_size=128, init_state=init_state,
-        )  # fmt: skip
+        group = collect(tiny_policy, pool, eef_height, 5, termination=termination, init_state=bowl_on_plate)
         assert group.success.all() and list(group.lengths) == [1, 1] and group.mask.shape == (2, 1)
 
 
-def test_a_worker_killed_mid_rollout_is_reported_and_replaced(tiny_policy, pool, capfd):
-    killed = {}
+class PolicyThatKillsEnv1(rollout.VLAPolicy):
+    """The real policy; at its 4th call it first kills env 1's worker, as a simulator crash would."""
 
-    def kill_env1_at_step_3(state, info):
-        if state["step"] == 3 and not killed:
-            killed["pid"] = pool.workers[1].pid
-            os.kill(killed["pid"], signal.SIGKILL)
-        return 0.0
+    def __init__(self, policy, pool):
+        super().__init__(policy.model, policy.processor, policy.action_stats, policy.device)
+        self.pool, self.calls, self.killed_pid = pool, 0, None
 
-    reward_fn = rollout.RewardFn(kill_env1_at_step_3, "killer", "-")
-    group = rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, reward_fn, max_steps=6, camera_size=128)
+    def act(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 4:
+            self.killed_pid = self.pool.workers[1].pid
+            os.kill(self.killed_pid, signal.SIGKILL)
+        return super().act(*args, **kwargs)
+
+
+def test_a_worker_killed_mid_rollout_is_reported_and_replaced(tiny_policy, pool, eef_height, capfd):
+    killer = PolicyThatKillsEnv1(tiny_policy, pool)
+    group = collect(killer, pool, eef_height, max_steps=6)
     assert list(group.failed) == [False, True]
     assert list(group.lengths) == [6, 3] and list(group.mask.sum(1)) == [6, 3]
     err = capfd.readouterr().err
     assert "env 1 failed on task 'put_the_bowl_on_the_plate'" in err and "worker process died" in err
-    assert pool.workers[1].pid != killed["pid"] and pool.workers[1].is_alive()
+    assert pool.workers[1].pid != killer.killed_pid and pool.workers[1].is_alive()
     # The replacement works: the next group completes on both envs.
-    group = rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, eef_height_reward(), 2, camera_size=128)
+    group = collect(tiny_policy, pool, eef_height, 2)
     assert not group.failed.any() and list(group.lengths) == [2, 2]
 
 
-def test_a_broken_reward_stops_the_collection(tiny_policy, pool):
-    reward_fn = rollout.RewardFn(lambda state, info: state["objects"]["no_such_object"], "broken.py", "-")
-    with pytest.raises(rollout.RewardFileError, match="broken.py raised KeyError.*at step 1"):
-        rollout.collect_group(tiny_policy, pool, SUITE, TASK_ID, 0, reward_fn, 3, camera_size=128)
+def test_a_broken_reward_stops_the_collection_naming_file_step_and_env(tiny_policy, pool, tmp_path_factory):
+    broken = reward_file(tmp_path_factory, "broken.py", 'return state["objects"]["no_such_object"]')
+    with pytest.raises(rollout.RewardFileError, match=r"broken.py.*KeyError.*step 1.*\(env 0\)"):
+        collect(tiny_policy, pool, broken, 3)
 
 
 def test_cli_end_to_end_writes_the_group_and_videos(tiny_cache, tmp_path):
-    command = [
-        sys.executable, "rollout.py", "--suite", SUITE, "--task-id", str(TASK_ID), "--num-envs", "2",
-        "--max-steps", "4", "--model", "tiny", "--video", "--camera-size", "128", "--output-dir", str(tmp_path),
-    ]  # fmt: skip
+    command = [sys.executable, "rollout.py", "--suite", SUITE, "--task-ids", str(TASK_ID), "--num-envs", "2"]
+    command += ["--max-steps", "4", "--model", "tiny", "--video", "all", "--camera-size", "128"]
+    command += ["--output-dir", str(tmp_path)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = list(tmp_path.iterdir())

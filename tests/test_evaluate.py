@@ -29,14 +29,13 @@ def outcomes(result: dict) -> list:
 
 
 def test_cli_two_tasks_prints_the_table_and_writes_json_and_videos(tiny_cache, tmp_path):
-    out = tmp_path / "goal.json"
-    command = [
-        sys.executable, "evaluate.py", "--suite", SUITE, "--model", "tiny", "--task-ids", "0", "8",
-        "--trials-per-task", "2", "--num-envs", "2", "--max-steps", "3", "--camera-size", "128",
-        "--out", str(out), "--video", "failures",
-    ]  # fmt: skip
+    command = [sys.executable, "evaluate.py", "--suite", SUITE, "--model", "tiny", "--task-ids", "0", "8"]
+    command += ["--trials-per-task", "2", "--num-envs", "2", "--max-steps", "3", "--camera-size", "128"]
+    command += ["--output-dir", str(tmp_path), "--video", "failures"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = tmp_path.glob("eval__libero_goal__tiny__*")
+    out, video_dir = run_dir / "results.json", run_dir / "videos"
     # The tiny VLA never solves a task in 3 steps, so every episode is a failure at the cap.
     assert "| 0 | open the middle drawer of the cabinet | 0 / 2 | 0.0 |" in result.stdout
     assert "| 8 | put the bowl on the plate | 0 / 2 | 0.0 |" in result.stdout
@@ -54,19 +53,19 @@ def test_cli_two_tasks_prints_the_table_and_writes_json_and_videos(tiny_cache, t
     summary = report["suites"][SUITE]
     assert (summary["successes"], summary["trials"]) == (0, 4) and [t["trials"] for t in summary["tasks"]] == [2, 2]
     assert "--trials-per-task 2 (protocol: 50)" in report["departures"][SUITE]
-    videos = sorted(p.name for p in (tmp_path / "goal_videos").glob("*.mp4"))
+    videos = sorted(p.name for p in video_dir.glob("*.mp4"))
     assert videos == [f"libero_goal__task{t:02d}__init{i:02d}__failure.mp4" for t in (0, 8) for i in (0, 1)]
-    assert all(e["video"] == str(tmp_path / "goal_videos" / name) for e, name in zip(episodes, videos))
-    assert all((tmp_path / "goal_videos" / name).stat().st_size > 1000 for name in videos)
+    assert all(e["video"] == str(video_dir / name) for e, name in zip(episodes, videos))
+    assert all((video_dir / name).stat().st_size > 1000 for name in videos)
 
 
 def test_suite_all_prints_table1_beside_the_published_rows(tiny_cache, tmp_path, capsys):
-    out = tmp_path / "all.json"
     args = evaluate.Args(
         suite="all", model="tiny", task_ids=(0,), trials_per_task=1, num_envs=1, max_steps=1, camera_size=128,
-        out=str(out), device="cpu",
-    )  # fmt: skip
+        output_dir=str(tmp_path), device="cpu",
+    )
     results = evaluate.main(args)
+    (out,) = tmp_path.glob("eval__all__tiny__*/results.json")
     printed = capsys.readouterr().out
     assert list(results) == list(evaluate.PAPER_SUITES)
     assert "| success % | Spatial | Object | Goal | Long | Average |" in printed
@@ -83,7 +82,7 @@ def test_real_success_counts_and_a_crashed_episode_is_a_reported_failure(tiny_po
     init0 = rollout.get_init_states(SUITE, BOWL_TASK)[0]
     broken = np.zeros(3)  # the simulator raises on a state of the wrong size
     states = {BOWL_TASK: [bowl_on_plate, init0, broken, bowl_on_plate]}
-    result = evaluate.evaluate_suite(tiny_policy, SUITE, [BOWL_TASK], pool=pool, init_states=states, **SMALL)
+    result = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], pool=pool, init_states=states, **SMALL)
     episodes = result["episodes"]
     assert [e["success"] for e in episodes] == [True, False, False, True]
     assert [e["length"] for e in episodes] == [1, 5, 0, 1]  # the goal holds after the first step
@@ -99,8 +98,8 @@ def test_results_do_not_depend_on_num_envs(tiny_policy, pool, bowl_on_plate):
     # Episodes of different lengths, so with 2 envs a worker is handed the next init state mid-way.
     init = rollout.get_init_states(SUITE, BOWL_TASK)
     states = {BOWL_TASK: [init[0], bowl_on_plate, init[1]]}
-    with_two = evaluate.evaluate_suite(tiny_policy, SUITE, [BOWL_TASK], pool=pool, init_states=states, **SMALL)
-    with_one = evaluate.evaluate_suite(tiny_policy, SUITE, [BOWL_TASK], num_envs=1, init_states=states, **SMALL)
+    with_two = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], pool=pool, init_states=states, **SMALL)
+    with_one = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], num_envs=1, init_states=states, **SMALL)
     assert [e["length"] for e in with_one["episodes"]] == [5, 1, 5]
     # The fingerprint hashes every action token and the final eef and object positions.
     assert outcomes(with_one) == outcomes(with_two)
@@ -183,7 +182,7 @@ def test_bad_input_on_the_command_line_is_one_line_without_traceback():
 
 def test_the_api_rejects_bad_task_ids_too(tiny_policy):
     with pytest.raises(evaluate.UsageError, match="--task-ids 10"):
-        evaluate.evaluate_suite(tiny_policy, SUITE, [10], progress=False)
+        evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[10], progress=False)
 
 
 def test_protocol_departures_and_the_table1_layout():

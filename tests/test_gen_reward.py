@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the spawned validation process inherits sys.path and imports gen_reward from here
 
 import gen_reward  # noqa: E402
+import rewards  # noqa: E402
 import rollout  # noqa: E402
 
 API_KEY = "sk-test-SECRET123"
@@ -162,10 +163,16 @@ def api_keys(monkeypatch):
 
 def make_args(tmp_path: Path, server: ScriptedLLM = None, **overrides) -> gen_reward.Args:
     settings = dict(
-        suite=SUITE, task_id=TASK_ID, provider=server.provider if server else "anthropic", model="test-model",
-        base_url=server.base_url if server else None, output_dir=str(tmp_path / "rewards"), retry_backoff=0.01,
-        validation_init_states=2, validation_random_steps=3,
-    )  # fmt: skip
+        suite=SUITE,
+        task_ids=(TASK_ID,),
+        provider=server.provider if server else "anthropic",
+        llm="test-model",
+        base_url=server.base_url if server else None,
+        rewards_dir=str(tmp_path / "rewards"),
+        retry_backoff=0.01,
+        validation_init_states=2,
+        validation_random_steps=3,
+    )
     settings.update(overrides)
     return gen_reward.Args(**settings)
 
@@ -183,10 +190,13 @@ def assert_key_absent(tmp_path: Path, *texts: str) -> None:
 
 
 def run_main_expecting_exit(args: gen_reward.Args) -> str:
-    with pytest.raises(SystemExit) as exit_info:
+    """The message the command line prints: a user error (one line) or the list of failed tasks."""
+    with pytest.raises((SystemExit, rollout.UsageError)) as exit_info:
         gen_reward.main(args)
-    assert exit_info.value.code not in (0, None)
-    return str(exit_info.value.code)
+    if isinstance(exit_info.value, SystemExit):
+        assert exit_info.value.code not in (0, None)
+        return str(exit_info.value.code)
+    return str(exit_info.value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,7 +225,7 @@ def test_anthropic_valid_reply_writes_a_validated_file(tmp_path, llm_server, cap
     assert f"# Prompt sha256: {hashlib.sha256(prompt.encode()).hexdigest()}" in text
     assert "# Validation: 8 states" in text and "targets derived from object positions" in text
     assert VALID_REWARD.strip() in text
-    reward_fn = rollout.load_reward_fn(SUITE, TASK_NAME, path=str(output_file(tmp_path)))
+    reward_fn = rewards.load_reward_fn(output_file(tmp_path))
     states, infos, _ = gen_reward.collect_validation_states(SUITE, TASK_ID, 2, 3, 0)
     assert np.isfinite(reward_fn(states[0], infos[0]))
     assert list(output_file(tmp_path).parent.iterdir()) == [output_file(tmp_path)]  # no temporary file left
@@ -225,8 +235,8 @@ def test_anthropic_valid_reply_writes_a_validated_file(tmp_path, llm_server, cap
 
 def test_openai_invalid_replies_are_sent_back_with_their_errors(tmp_path, llm_server, capfd):
     marker = tmp_path / "os_reply_was_executed"
-    replies = [ok(fenced(SYNTAX_ERROR_REWARD)), ok(fenced(os_reward(marker))), ok(fenced(NAN_REWARD)),
-               ok(fenced(VALID_REWARD))]  # fmt: skip
+    replies = [ok(fenced(SYNTAX_ERROR_REWARD)), ok(fenced(os_reward(marker))), ok(fenced(NAN_REWARD))]
+    replies.append(ok(fenced(VALID_REWARD)))
     server = llm_server("openai", replies)
 
     gen_reward.main(make_args(tmp_path, server, max_attempts=4))
@@ -263,8 +273,8 @@ def test_reply_importing_os_is_never_executed_and_nothing_is_written(tmp_path, l
 
 def test_rate_limit_and_server_error_are_retried_honouring_retry_after(tmp_path, llm_server, capfd):
     echoed = f"rate limited for key {API_KEY}"  # servers sometimes echo the key; it must be redacted
-    replies = [http_error(429, echoed, {"Retry-After": "1"}), http_error(503, f"overloaded ({API_KEY})"),
-               ok(fenced(VALID_REWARD + f"\n# the server echoed {API_KEY}\n"))]  # fmt: skip
+    replies = [http_error(429, echoed, {"Retry-After": "1"}), http_error(503, f"overloaded ({API_KEY})")]
+    replies.append(ok(fenced(VALID_REWARD + f"\n# the server echoed {API_KEY}\n")))
     server = llm_server("anthropic", replies)
 
     gen_reward.main(make_args(tmp_path, server))
@@ -358,25 +368,43 @@ def test_key_poses_come_from_gripper_transitions_of_the_demos(tmp_path):
     np.testing.assert_allclose(key_poses["poses"][0][2], [0.01, 0.0, 0.0], atol=1e-12)
 
 
-def test_dry_run_prints_the_prompt_with_demo_key_poses_and_no_key(tmp_path, monkeypatch, capfd):
+def task_facts(task_id: int) -> tuple:
+    """What a prompt must carry from the task itself: its BDDL file and the real positions of its first state."""
+    task = rollout.get_task(SUITE, task_id)
+    states, infos, _ = gen_reward.collect_validation_states(SUITE, task_id, 1, 1, 0)
+    return task, Path(rollout.task_bddl_path(task)).read_text().strip(), states[0], infos[0]
+
+
+@pytest.mark.parametrize("task_id", [TASK_ID, 0])
+def test_dry_run_prompt_carries_the_tasks_own_bddl_values_and_cap(task_id, tmp_path, capfd):
+    gen_reward.main(make_args(tmp_path, task_ids=(task_id,), dry_run=True, validation_init_states=1, validation_random_steps=1))
+
+    prompt = capfd.readouterr().out
+    task, bddl, state, info = task_facts(task_id)
+    assert f'instruction: "{task.language}"' in prompt and bddl in prompt
+    for name, entry in state["objects"].items():  # every BDDL object with its real position in init state 0
+        assert f"pos {gen_reward.format_vector(entry['pos'])}" in prompt and name in prompt
+    assert f"eef_pos {gen_reward.format_vector(state['eef_pos'])}" in prompt
+    # The run's `info` and the prompt agree on the step cap: the training cap of the suite.
+    assert info["max_steps"] == rollout.TRAIN_MAX_STEPS[SUITE] == 200
+    assert f'"max_steps": {info["max_steps"]}' in prompt
+
+
+def test_dry_run_prints_the_demo_key_poses_and_needs_no_key(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     write_demo_file(tmp_path / f"{TASK_NAME}_demo.hdf5")
 
-    gen_reward.main(make_args(tmp_path, model=None, dry_run=True, demos=str(tmp_path)))
+    gen_reward.main(make_args(tmp_path, llm=None, dry_run=True, demos=str(tmp_path)))
 
     prompt = capfd.readouterr().out
-    for expected in ('instruction: "put the bowl on the plate"', "(On akita_black_bowl_1 plate_1)",
-                     "| `gripper_opening` | float |", "akita_black_bowl_1", "grasped False",
-                     "def compute_reward(state: dict, info: dict) -> float", "`import numpy as np`",
-                     "constant stage-specific rewards at proximity thresholds", "significantly higher completion",
-                     "KEY_POSE_1 (gripper closes): [0.210 0.000 0.950]", "from 2 of the 3 demonstrations"):  # fmt: skip
+    for expected in ("KEY_POSE_1 (gripper closes): [0.210 0.000 0.950]", "from 2 of the 3 demonstrations"):
         assert expected in prompt, expected
     assert f"a different task: {SUITE}/{TASK_NAME}" not in prompt  # never the task itself as the example
     assert not output_file(tmp_path).exists()
 
 
 def test_dry_run_of_another_task_shows_the_bowl_example(tmp_path, capfd):
-    gen_reward.main(make_args(tmp_path, task_id=0, dry_run=True, validation_init_states=1, validation_random_steps=1))
+    gen_reward.main(make_args(tmp_path, task_ids=(0,), dry_run=True, validation_init_states=1, validation_random_steps=1))
 
     prompt = capfd.readouterr().out
     assert "open_the_middle_drawer_of_the_cabinet" in prompt
@@ -408,21 +436,36 @@ def compute_reward(state, info):
 """
 
 
+SECRET_READING_REWARD = """
+def compute_reward(state, info):
+    return float(len("{0.__class__}".format(state)))
+"""
+
+
 @pytest.mark.parametrize(
-    "source, timeout, expected",
+    "source, expected",
     [
-        (ENDLESS_REWARD, 2.0, "did not finish within 2 s"),
-        (STATEFUL_REWARD, 60.0, "not deterministic: the state of init state 0 after the wait steps gave 1.0, then 9.0"),
-        (CRASHING_REWARD, 60.0, "raised KeyError: 'bowl_1' (line 3: bowl = state[\"objects\"][\"bowl_1\"][\"pos\"])"),
+        (ENDLESS_REWARD, "exceeded its CPU-time limit of 1 s per call (--reward-cpu-seconds)"),
+        (STATEFUL_REWARD, "a call must keep nothing for the next one"),
+        (CRASHING_REWARD, "raised KeyError: 'bowl_1' (line 3: bowl = state[\"objects\"][\"bowl_1\"][\"pos\"])"),
+        (SECRET_READING_REWARD, "line 3 reads the forbidden attribute 'format'"),  # caught before it runs
     ],
-    ids=["endless-loop", "stateful", "crash"],
+    ids=["endless-loop", "stateful", "crash", "format-traversal"],
 )
-def test_validator_rejects_with_the_reason(source, timeout, expected):
+def test_validator_rejects_with_the_reason(source, expected, tmp_path):
     start = time.monotonic()
+    args = make_args(tmp_path, reward_cpu_seconds=1.0)
     with pytest.raises(rollout.RewardFileError) as error:
-        gen_reward.validate_reward_source(source, SUITE, TASK_ID, "probe.py", 2, 3, timeout=timeout)
-    assert str(error.value).startswith("probe.py: ") and expected in str(error.value)
+        gen_reward.validate_reward_source(source, SUITE, TASK_ID, "probe.py", args)
+    assert str(error.value).startswith("probe.py") and expected in str(error.value), str(error.value)
     assert time.monotonic() - start < 90
+
+
+def test_the_validation_process_gets_no_secrets(tmp_path, monkeypatch):
+    # A reward cannot read the environment at all; so the check is on the process's own environment.
+    monkeypatch.setenv("MY_LLM_KEY_VALUE", API_KEY)
+    environment = rewards.environ_without_secrets(("MY_LLM_KEY_VALUE",))
+    assert API_KEY not in "".join(environment.values()) and "PATH" in environment
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -431,14 +474,14 @@ def test_validator_rejects_with_the_reason(source, timeout, expected):
 
 def run_cli(*flags: str) -> subprocess.CompletedProcess:
     env = {name: value for name, value in os.environ.items() if not name.endswith("_API_KEY")}
-    return subprocess.run([sys.executable, "gen_reward.py", *flags], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=240)  # fmt: skip
+    command = [sys.executable, "gen_reward.py", *flags]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
 
 
 def test_check_passes_on_the_shipped_example():
-    result = run_cli("--check", "--suite", SUITE, "--task-id", str(TASK_ID))
+    result = run_cli("--check", "--suite", SUITE, "--task-ids", str(TASK_ID))
     assert result.returncode == 0, result.stderr
-    assert f"OK {rollout.REWARDS_DIR / SUITE / TASK_NAME}.py: 24 states" in result.stderr
+    assert f"OK rewards/{SUITE}/{TASK_NAME}.py: 24 states" in result.stderr
     assert "all 1 reward files passed --check" in result.stdout
 
 
@@ -446,7 +489,7 @@ def test_check_fails_on_a_constant_reward_file(tmp_path):
     output_file(tmp_path).parent.mkdir(parents=True)
     output_file(tmp_path).write_text(CONSTANT_REWARD)
 
-    result = run_cli("--check", "--suite", SUITE, "--task-id", str(TASK_ID), "--output-dir", str(tmp_path / "rewards"))
+    result = run_cli("--check", "--suite", SUITE, "--task-ids", str(TASK_ID), "--rewards-dir", str(tmp_path / "rewards"))
 
     assert result.returncode == 1
     assert "1 of 1 reward files failed --check" in result.stderr
@@ -457,10 +500,10 @@ def test_check_lists_missing_and_rejected_files_with_remedies(tmp_path):
     output_file(tmp_path).parent.mkdir(parents=True)
     output_file(tmp_path).write_text("import subprocess\n\ndef compute_reward(state, info):\n    return 0.0\n")
 
-    message = run_main_expecting_exit(make_args(tmp_path, task_id=None, check=True))
+    message = run_main_expecting_exit(make_args(tmp_path, task_ids=None, check=True))
 
     assert "10 of 10 reward files failed --check" in message
     assert f"{output_file(tmp_path)}: line 1 imports 'subprocess'" in message
     missing = tmp_path / "rewards" / SUITE / "open_the_middle_drawer_of_the_cabinet.py"
-    assert (f"{missing}: missing. Generate it with: python gen_reward.py --suite {SUITE} --task-id 0 "
-            f"--provider anthropic --model <model name> --output-dir {tmp_path / 'rewards'}") in message  # fmt: skip
+    command = f"python gen_reward.py --suite {SUITE} --task-ids 0 --provider anthropic --llm <model name>"
+    assert f"{missing}: missing. Generate it with: {command} --rewards-dir {tmp_path / 'rewards'}" in message

@@ -17,8 +17,8 @@ R2 = math.sqrt(2)
 
 def advantages(rewards, alpha_step=1.0, alpha_traj=0.0, mask=None):
     rewards = torch.tensor(rewards, dtype=torch.float64)
-    mask = None if mask is None else torch.tensor(mask)
-    return tgrpo.compute_advantages(rewards, alpha_step, alpha_traj, mask).numpy()
+    mask = torch.ones_like(rewards, dtype=torch.bool) if mask is None else torch.tensor(mask)
+    return tgrpo.compute_advantages(rewards, mask, alpha_step, alpha_traj)[0].numpy()
 
 
 # Worked by hand. Steps: t0 and t3 are (0, 3, 3): mean 2, biased std sqrt(2); t1 is a tie; t2 is (2, 2, 5):
@@ -36,10 +36,34 @@ def test_trajectory_level_advantage_3x4_by_hand():
     np.testing.assert_allclose(advantages(REWARDS_3x4, 0.0, 1.0), np.repeat(np.array(TRAJ_3x4)[:, None], 4, 1), atol=1e-6)
 
 
-def test_fused_weights():
-    fused = advantages(REWARDS_3x4, 0.3, 0.7)
+def test_fused_weights_and_the_parts_training_logs():
+    rewards = torch.tensor(REWARDS_3x4, dtype=torch.float64)
+    fused, step, traj = tgrpo.compute_advantages(rewards, torch.ones(3, 4, dtype=torch.bool), 0.3, 0.7)
     np.testing.assert_allclose(fused, 0.3 * np.array(STEP_3x4) + 0.7 * np.array(TRAJ_3x4)[:, None], atol=1e-6)
     assert fused[2, 2] == pytest.approx(0.3 * R2 + 0.7 * 4 / math.sqrt(14), abs=1e-6)
+    np.testing.assert_allclose(step, STEP_3x4, atol=1e-6)
+    np.testing.assert_allclose(traj, TRAJ_3x4, atol=1e-6)
+
+
+def test_ppo_clip_branch_by_hand():
+    # Ratios e^0.5 = 1.6487 (clipped to 1.2) and e^-0.5 = 0.6065 (clipped to 0.8), each with A = +2 and -2.
+    logp = torch.tensor([0.5, 0.5, -0.5, -0.5])
+    advantages_ = torch.tensor([2.0, -2.0, 2.0, -2.0])
+    loss, ratio = tgrpo.policy_loss(logp, torch.zeros(4), advantages_, clip_coef=0.2)
+    e = math.exp(0.5)
+    # -min(r A, clip(r) A): A > 0 takes the clipped 1.2 * 2; A < 0 takes the unclipped -e * 2 (the pessimistic
+    # side); for r = 1/e: A > 0 keeps r * 2, A < 0 takes clip = 0.8 * -2.
+    expected = [-1.2 * 2, e * 2, -2 / e, 0.8 * 2]
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(ratio, [e, e, 1 / e, 1 / e], rtol=1e-6)
+    # With the old log-probs equal to the new ones the ratio is 1 and the loss is -A * 1.
+    np.testing.assert_allclose(tgrpo.policy_loss(logp, logp, advantages_, 0.2)[0], -advantages_)
+
+
+def test_k3_kl_estimator_by_hand():
+    # k3 = exp(base - logp) - (base - logp) - 1: 0 where they agree, e^1 - 2 and e^-1 for the log-ratios +1, -1.
+    kl = tgrpo.kl_to_base(torch.tensor([0.0, -1.0, 1.0]), torch.tensor([0.0, 0.0, 0.0]))
+    np.testing.assert_allclose(kl, [0.0, math.e - 2, math.exp(-1)], rtol=1e-6)
 
 
 def test_ties_give_exact_zeros_never_nan():
@@ -79,12 +103,19 @@ def lora_policy(tiny_cache):
 def fixed_group(n=2, t=3, seed=0):
     rng = np.random.default_rng(seed)
     return rollout.Group(
-        suite="libero_goal", task_name="put_the_bowl_on_the_plate", instruction="put the bowl on the plate",
-        init_state_id=0, images=rng.integers(0, 256, (n, t, 224, 224, 3), dtype=np.uint8),
+        suite="libero_goal",
+        task_name="put_the_bowl_on_the_plate",
+        instruction="put the bowl on the plate",
+        init_state_id=0,
+        images=rng.integers(0, 256, (n, t, 224, 224, 3), dtype=np.uint8),
         tokens=rng.integers(rollout.ACTION_TOKEN_BEGIN, rollout.VOCAB_SIZE, (n, t, 7)),
-        log_probs=np.zeros((n, t), np.float32), rewards=np.zeros((n, t), np.float32), mask=np.ones((n, t), bool),
-        success=np.zeros(n, bool), lengths=np.full(n, t), failed=np.zeros(n, bool),
-    )  # fmt: skip
+        log_probs=np.zeros((n, t), np.float32),
+        rewards=np.zeros((n, t), np.float32),
+        mask=np.ones((n, t), bool),
+        success=np.zeros(n, bool),
+        lengths=np.full(n, t),
+        failed=np.zeros(n, bool),
+    )
 
 
 def group_log_probs(policy, group):
@@ -124,13 +155,9 @@ def test_kl_penalty_and_ppo_epochs_run_and_report(lora_policy):
     assert stats["kl_to_base"] > 0 and stats["approx_kl"] > 0
 
 
-def test_bad_arguments_fail_before_any_work():
-    with pytest.raises(ValueError, match="both 0"):
-        tgrpo.check_args(tgrpo.Args(alpha_step=0.0, alpha_traj=0.0))
-    with pytest.raises(ValueError, match="unknown suite"):
-        tgrpo.check_args(tgrpo.Args(suite="libero_long"))
-    with pytest.raises(rollout.RewardFileError, match="python gen_reward.py --suite libero_goal --task-id 3"):
-        tgrpo.load_reward_fns(tgrpo.Args(reward_file="/nonexistent/reward.py"), [3])
+def test_a_missing_reward_file_names_the_command_that_makes_it():
+    with pytest.raises(rollout.RewardFileError, match="python gen_reward.py --suite libero_goal --task-ids 3"):
+        rollout.read_reward_file("libero_goal", rollout.get_task("libero_goal", 3).name, "/nonexistent/reward.py")
 
 
 def test_schedule_cycles_tasks_then_init_states():
@@ -148,10 +175,24 @@ def compute_reward(state, info):
 
 def train(tmp_path, reward_file, exp_name, num_iterations, **overrides):
     args = tgrpo.Args(
-        exp_name=exp_name, seed=3, suite="libero_goal", task_ids=[8], model="tiny", reward_file=str(reward_file),
-        device="cpu", num_iterations=num_iterations, num_envs=2, max_steps=3, camera_size=128, learning_rate=1e-3,
-        micro_batch_size=4, save_every=1, video_every=2, output_dir=str(tmp_path), **overrides,
-    )  # fmt: skip
+        exp_name=exp_name,
+        seed=3,
+        suite="libero_goal",
+        task_ids=(8,),
+        model="tiny",
+        reward_file=str(reward_file),
+        device="cpu",
+        num_iterations=num_iterations,
+        num_envs=2,
+        max_steps=3,
+        camera_size=128,
+        learning_rate=1e-3,
+        micro_batch_size=4,
+        save_every=1,
+        video_every=2,
+        output_dir=str(tmp_path),
+        **overrides,
+    )
     return tgrpo.main(args)
 
 
@@ -165,27 +206,24 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     reward_file = tmp_path / "raise_eef.py"
     reward_file.write_text(RAISE_EEF)
     straight = train(tmp_path, reward_file, "straight", 3)["run_dir"]
-    stopped = train(tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials=1, eval_max_steps=2)["run_dir"]
+    stopped = train(tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials_per_task=1, eval_max_steps=2)["run_dir"]
 
     events = EventAccumulator(str(stopped)).Reload()
     assert [e.step for e in events.Scalars("charts/success_rate")] == [1, 2]
     assert [e.step for e in events.Scalars("eval/success_rate")] == [2]
-    for tag in ("charts/return_mean", "losses/loss", "losses/grad_norm", "losses/approx_kl", "advantages/traj_std",
-                "charts/SPS", "time/simulation", "time/update", "charts/learning_rate"):  # fmt: skip
+    tags = ("charts/return_mean", "losses/loss", "losses/grad_norm", "losses/approx_kl", "advantages/traj_std")
+    for tag in (*tags, "charts/SPS", "time/simulation", "time/update", "charts/learning_rate"):
         assert tag in events.Tags()["scalars"], tag
     assert (stopped / "videos").is_dir() and list((stopped / "videos").glob("iter00002_*.mp4"))
     checkpoint = stopped / "checkpoint"
     assert {p.name for p in checkpoint.iterdir()} == {"adapter", "optimizer.pt", "rng.pt", "trainer_state.json"}
 
-    # Resuming continues at iteration 3 with the saved optimizer and RNG: it ends exactly where an
-    # uninterrupted 3-iteration run ends. A reward file edit is flagged.
+    # Resuming with only the run dir and a longer --num-iterations restores every other argument, and continues
+    # at iteration 3 with the saved optimizer and RNG: it ends exactly where an uninterrupted 3-iteration run
+    # ends. A reward file edit is flagged.
     reward_file.write_text(RAISE_EEF + "# edited\n")
     capsys.readouterr()
-    resumed = tgrpo.main(tgrpo.Args(
-        exp_name="stopped", seed=3, suite="libero_goal", task_ids=[8], model="tiny", reward_file=str(reward_file),
-        device="cpu", num_iterations=3, num_envs=2, max_steps=3, camera_size=128, learning_rate=1e-3,
-        micro_batch_size=4, save_every=1, video_every=2, resume=str(stopped),
-    ))  # fmt: skip
+    resumed = tgrpo.main(tgrpo.Args(num_iterations=3, resume=str(stopped)))
     out = capsys.readouterr().out
     assert "resuming" in out and "at iteration 3" in out and f"{reward_file} changed since the checkpoint" in out
     assert resumed["iteration"] == 3
@@ -208,12 +246,13 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     np.testing.assert_allclose(evaluated.log_prob(images, "put the bowl on the plate", tokens).detach(), tuned_logp, atol=1e-6)
 
 
-def test_resume_refuses_a_different_run(tmp_path, tiny_cache):
+def test_resume_refuses_changes_that_would_make_another_run(tmp_path, tiny_cache):
     reward_file = tmp_path / "raise_eef.py"
     reward_file.write_text(RAISE_EEF)
     run_dir = train(tmp_path, reward_file, "one", 1)["run_dir"]
-    with pytest.raises(ValueError, match="trained with --suite libero_goal, not libero_spatial"):
-        tgrpo.main(tgrpo.Args(suite="libero_spatial", model="tiny", task_ids=[8], reward_file=str(reward_file),
-                              num_envs=2, resume=str(run_dir)))  # fmt: skip
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        tgrpo.main(tgrpo.Args(model="tiny", task_ids=[8], reward_file=str(reward_file), resume=str(tmp_path / "nope")))
+    with pytest.raises(rollout.UsageError, match="trained with --suite libero_goal, not libero_spatial"):
+        tgrpo.main(tgrpo.Args(suite="libero_spatial", resume=str(run_dir)))
+    with pytest.raises(rollout.UsageError, match="trained with --learning-rate 0.001, not 0.5"):
+        tgrpo.main(tgrpo.Args(learning_rate=0.5, resume=str(run_dir)))
+    with pytest.raises(rollout.UsageError, match="no complete checkpoint there"):
+        tgrpo.main(tgrpo.Args(resume=str(tmp_path / "nope")))
