@@ -1,0 +1,427 @@
+"""Reward code runs confined: hostile reward files of our own (tests/data/hostile/: escapes, load-time attacks, CPU
+and memory bombs) run in a child process started as an env worker is (limits per call, no secrets in its
+environment), with and without the AST pre-check, since the run-time guards must hold alone; and every shipped
+reward file still runs under the confinement on a real simulator state."""
+
+import json
+import multiprocessing as mp
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rewards
+
+HOSTILE_DIR = Path(__file__).resolve().parent / "data" / "hostile"
+HOSTILE_FILES = sorted(HOSTILE_DIR.glob("*.py"))
+SECRET_NAME, SECRET = "OPENAI_API_KEY", "sk-test-0123456789abcdef"
+CPU_SECONDS, MEMORY_MB = 1.0, 1024  # 1 s, so that every CPU bomb stops within seconds; the default memory limit
+LOAD_TIME_MARKER = "hostile-load-time-marker"  # what the load-time attacks would create in the working directory
+STATE = {
+    "step": 7, "success": False, "eef_pos": np.array([0.1, 0.2, 1.1]), "eef_quat": np.array([1.0, 0.0, 0.0, 0.0]),
+    "gripper_qpos": np.array([0.04, -0.04]), "gripper_opening": 0.08,
+    "objects": {"plate_1": {"kind": "object", "pos": np.zeros(3), "quat": np.array([0, 0, 0, 1.0]), "grasped": False,
+                            "joint_qpos": np.zeros(0)}},
+    "goal": [{"predicate": "on", "args": ["akita_black_bowl_1", "plate_1"], "satisfied": False}],
+}  # fmt: skip
+
+
+def header(path: Path, field: str) -> str:
+    """`# expect: cpu` -> "cpu": what a hostile file's header says about it."""
+    for line in path.read_text().splitlines():
+        if line.startswith(f"# {field}: "):
+            return line.split(": ", 1)[1]
+    raise AssertionError(f"{path.name} has no '# {field}:' line")
+
+
+def info_with_marker(marker: Path) -> dict:
+    info = rewards.build_reward_info("libero_goal", "put_the_bowl_on_the_plate", "put the bowl on the plate", 300,
+                                     initial=STATE)
+    return {**info, "marker": str(marker)}  # where an escape would leave its trace
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The reward process of these tests, as an env worker runs rewards
+
+
+def reward_child(conn, in_reward) -> None:
+    """Serve jobs (source, precheck, info, cpu_seconds, memory_mb) until None; one reply per job."""
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        source, filename, precheck, info, cpu_seconds, memory_mb = job
+        start = time.process_time()
+        try:
+            limits = dict(cpu_seconds=cpu_seconds, memory_mb=memory_mb, in_reward=in_reward)
+            reward_fn = rewards.compile_reward_fn(source, filename, precheck=precheck, **limits)
+            reply = ("ok", rewards.call_reward(reward_fn, STATE, info, env_index=3, **limits))
+        except rewards.RewardFileError as error:
+            reply = ("error", str(error))
+        cpu = time.process_time() - start
+        after = np.empty(2**28)  # 2 GB of address space: the memory limit ended with the call
+        secrets = sorted(name for name in os.environ if rewards.is_secret_name(name))
+        conn.send({"status": reply[0], "value": reply[1], "cpu": cpu, "allocated_after": after.nbytes,
+                   "secrets": secrets, "pid": os.getpid()})  # fmt: skip
+
+
+def start_child(child: dict) -> None:
+    context = mp.get_context("spawn")
+    child["in_reward"] = context.Value("b", 0, lock=False)
+    child["conn"], child_conn = context.Pipe()
+    process = context.Process(target=reward_child, args=(child_conn, child["in_reward"]), daemon=True)
+    with rewards.environment_without_secrets():
+        process.start()
+    child_conn.close()
+    child["process"] = process
+
+
+def run_in_child(child: dict, path: Path, info: dict, precheck: bool = True, deadline: float = 60.0) -> dict:
+    """The child's reply to one job; if the child dies (or misses `deadline`) it is replaced, and the reply says
+    how it died, as a parent of an env worker would report it."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before_job = process_cpu_seconds(child["process"].pid)
+    start = time.perf_counter()
+    child["conn"].send((path.read_text(), str(path), precheck, info, CPU_SECONDS, MEMORY_MB))
+    try:
+        if child["conn"].poll(deadline):
+            reply = child["conn"].recv()
+            reply["wall"] = time.perf_counter() - start
+            return reply
+    except (EOFError, ConnectionResetError):
+        pass
+    process = child["process"]
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=10)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    died_in_reward = bool(child["in_reward"].value)
+    error = rewards.reward_process_died(
+        str(path), process.exitcode, where="at step 7 (env 3)", cpu_seconds=CPU_SECONDS, memory_mb=MEMORY_MB
+    )
+    start_child(child)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime - cpu_before_job  # this job's share
+    return {"status": "died", "value": str(error), "exitcode": process.exitcode, "in_reward": died_in_reward,
+            "wall": wall, "cpu": cpu}  # fmt: skip
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(scope="module")
+def child():
+    """One reward process for the module, started while the parent's environment holds an API key."""
+    previous = os.environ.get(SECRET_NAME)
+    os.environ[SECRET_NAME] = SECRET
+    child = {}
+    start_child(child)
+    yield child
+    child["conn"].send(None)
+    child["process"].join(timeout=10)
+    if previous is None:
+        del os.environ[SECRET_NAME]
+    else:
+        os.environ[SECRET_NAME] = previous
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Hostile files
+
+
+def test_the_format_attack_is_real_outside_the_sandbox(monkeypatch):
+    """A control: unconfined, the template of str_format_secret.py does read the key from the environment."""
+    monkeypatch.setenv(SECRET_NAME, SECRET)
+    template = "{0.__globals__[sys].modules[os].environ[OPENAI_API_KEY]}"
+    assert template.format(np.full) == SECRET
+
+
+REFUSED = [path for path in HOSTILE_FILES if header(path, "expect") == "refused"]
+
+
+@pytest.mark.parametrize("precheck", [True, False], ids=["with-precheck", "guards-alone"])
+@pytest.mark.parametrize("path", REFUSED, ids=[path.stem for path in REFUSED])
+def test_escape_attempts_are_refused_with_a_clear_line(child, tmp_path, path, precheck):
+    marker = tmp_path / "escaped"
+    reply = run_in_child(child, path, info_with_marker(marker), precheck=precheck)
+    assert reply["status"] == "error", reply
+    message = reply["value"]
+    assert message.startswith(str(path)) and "\n" not in message, message
+    if not precheck:  # what stops it when the pre-check is skipped: a RestrictedPython compile error or a guard
+        assert header(path, "guard") in message, message
+    if path.stem.startswith("load_time"):
+        assert message.endswith("while loading the file"), message
+    assert SECRET not in message
+    assert not marker.exists() and not (Path.cwd() / LOAD_TIME_MARKER).exists()
+    assert reply["secrets"] == [] and reply["allocated_after"] == 2**31  # the child lives on, limits restored
+
+
+CPU_BOMBS = [path for path in HOSTILE_FILES if header(path, "expect") == "cpu"]
+
+
+@pytest.mark.parametrize("path", CPU_BOMBS, ids=[path.stem for path in CPU_BOMBS])
+def test_a_python_cpu_bomb_stops_at_its_limit_and_the_process_lives_on(child, tmp_path, path):
+    reply = run_in_child(child, path, info_with_marker(tmp_path / "escaped"))
+    assert reply["status"] == "error", reply
+    message = reply["value"]
+    assert message.startswith(f"{path} exceeded its CPU-time limit of 1 s per call (--reward-cpu-seconds) (line ")
+    assert message.endswith("while loading the file" if "load_time" in path.stem else "at step 7 (env 3)"), message
+    # The soft limit is whole seconds of the process's CPU time: it fires within 1-2 s of the call's start.
+    assert reply["cpu"] < CPU_SECONDS + 1.5, reply
+    assert reply["allocated_after"] == 2**31
+
+
+KILLED = [path for path in HOSTILE_FILES if header(path, "expect") == "killed"]
+
+
+@pytest.mark.parametrize("path", KILLED, ids=[path.stem for path in KILLED])
+def test_a_c_level_cpu_bomb_kills_its_process_and_the_parent_can_tell_why(child, tmp_path, path):
+    pid = child["process"].pid
+    reply = run_in_child(child, path, info_with_marker(tmp_path / "escaped"))
+    assert reply["status"] == "died" and reply["exitcode"] == -signal.SIGPROF, reply
+    assert reply["in_reward"], "the in_reward flag must say the reward was running"
+    assert reply["value"] == (
+        f"{path} was killed after 4 s of CPU time inside one C-level call that never returned to Python "
+        "(e.g. sum(range(10**15))); its limit is 1 s per call (--reward-cpu-seconds) at step 7 (env 3)"
+    )
+    assert reply["cpu"] < CPU_SECONDS + rewards.CPU_KILL_GRACE_SECONDS + 1.5, reply
+    assert reply["wall"] < 20, reply
+    assert child["process"].pid != pid and child["process"].is_alive()  # replaced, as a pool replaces a worker
+
+
+MEMORY_BOMBS = [path for path in HOSTILE_FILES if header(path, "expect") == "memory"]
+
+
+@pytest.mark.parametrize("path", MEMORY_BOMBS, ids=[path.stem for path in MEMORY_BOMBS])
+def test_a_memory_bomb_stops_at_its_limit_and_the_process_lives_on(child, tmp_path, path):
+    reply = run_in_child(child, path, info_with_marker(tmp_path / "escaped"))
+    assert reply["status"] == "error", reply
+    assert reply["value"].startswith(f"{path} exceeded its memory limit of 1024 MB per call (--reward-memory-mb)")
+    assert reply["value"].endswith("at step 7 (env 3)"), reply["value"]
+    assert reply["wall"] < 10 and reply["allocated_after"] == 2**31, reply
+
+
+def test_every_hostile_file_is_exercised():
+    kinds = {header(path, "expect") for path in HOSTILE_FILES}
+    assert kinds == {"refused", "cpu", "killed", "memory"} and len(REFUSED) >= 30
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The guards, the result check and the environment, directly
+
+
+@pytest.mark.parametrize(
+    "value,name",
+    [("text", "format"), ("text", "format_map"), ("text", "__class__"), (np.zeros(2), "tofile"), (np.zeros(2), "dump"),
+     (np.zeros(2), "dumps"), (np.zeros(2), "ctypes"), (np.zeros(2), "data"), (np.zeros(2), "view"), (np.full, "func"),
+     (len, "name"), (float, "fromhex"), ((x for x in []), "gi_frame"), (rewards.NUMPY_MODULE, "lib"),
+     (rewards.NUMPY_MODULE, "load"), (rewards.LINALG_MODULE, "linalg"), (rewards.MATH_MODULE, "sys")],
+)  # fmt: skip
+def test_the_attribute_guard_refuses_what_leads_out(value, name):
+    with pytest.raises(rewards.ContractViolation):
+        rewards.guarded_getattr(value, name)
+
+
+def test_the_import_guard_hands_out_only_stand_ins():
+    assert rewards.guarded_import("numpy") is rewards.NUMPY_MODULE
+    assert rewards.guarded_import("numpy.linalg") is rewards.NUMPY_MODULE  # `import numpy.linalg` binds numpy
+    assert rewards.guarded_import("numpy.linalg", fromlist=("norm",)) is rewards.LINALG_MODULE
+    for name in ("os", "sys", "builtins", "numpy.lib", "importlib", "math.os"):
+        with pytest.raises(rewards.ContractViolation):
+            rewards.guarded_import(name)
+
+
+LEGITIMATE = '''
+import math
+import numpy as np
+import numpy.linalg as la
+from numpy.linalg import norm
+
+LINALG = np.linalg  # holding a vetted module in a variable is fine: it still exposes only the vetted names
+WEIGHTS = {"reach": 1.0, "lift": 2.0}
+
+
+def distance(a, b, scale=1.0):
+    return scale * float(norm(np.asarray(a) - np.asarray(b)))
+
+
+def compute_reward(state, info):
+    pos = state["eef_pos"]
+    start = info["initial"]["eef_pos"]
+    terms = [distance(pos, start), LINALG.norm(pos), la.det(np.eye(2))]
+    values, vectors = np.linalg.eigh(np.eye(3))
+    terms.append(float(np.linalg.eigh(np.eye(3)).eigenvalues.sum()) + float(vectors.shape[0]))
+    counts = {}
+    for name, entry in sorted(state["objects"].items(), key=lambda item: item[0]):
+        counts[name] = len(entry["pos"].tolist())
+    scratch = np.zeros(3)
+    scratch[1] = 2.0
+    state["eef_pos"][0] = 99.0  # its own copy: the caller's state is unchanged
+    total = 0.0
+    for weight, term in zip(WEIGHTS.values(), terms):
+        total += weight * term
+    label = f"{state['step']:03d}".zfill(4)
+    return float(total + sum(counts.values()) + scratch.max() + math.cos(0.0) + len(label) + np.maximum.reduce([1, 2]))
+'''
+
+
+def test_legitimate_reward_code_runs_under_the_guards_and_cannot_touch_the_callers_data():
+    reward_fn = rewards.compile_reward_fn(LEGITIMATE, "legit.py")
+    state = {**STATE, "eef_pos": np.array([3.0, 4.0, 0.0])}
+    info = rewards.build_reward_info("libero_goal", "task", "do it", 300, STATE)
+    value = rewards.call_reward(reward_fn, state, info, cpu_seconds=None, memory_mb=None)
+    assert np.isfinite(value) and value == rewards.call_reward(reward_fn, state, info, cpu_seconds=None, memory_mb=None)
+    assert state["eef_pos"][0] == 3.0
+    assert reward_fn.path == "legit.py" and len(reward_fn.sha256) == 64
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("return state['missing']", "legit.py raised KeyError: 'missing' (line 2: return state['missing']) at step 7 "
+                                    "(env 1); state keys ['eef_pos', 'eef_quat', 'goal', 'gripper_opening', "
+                                    "'gripper_qpos', 'objects', 'step', 'success']; objects [plate_1]"),
+        ("return float('nan')", "legit.py returned nan at step 7 (env 1); compute_reward must return a finite float"),
+        ("return True", "legit.py returned a bool at step 7 (env 1); compute_reward must return one float"),
+        ("return state['eef_pos']", "legit.py returned a ndarray of shape (3,) at step 7 (env 1); compute_reward must"),
+        ("return 'high'", "legit.py returned a str at step 7 (env 1)"),
+    ],
+    ids=["raises", "nan", "bool", "array", "string"],
+)  # fmt: skip
+def test_a_failing_reward_becomes_one_line_naming_file_step_env_and_reason(body, message):
+    reward_fn = rewards.compile_reward_fn(f"def compute_reward(state, info):\n    {body}\n", "legit.py")
+    with pytest.raises(rewards.RewardFileError) as error:
+        rewards.call_reward(reward_fn, STATE, {}, env_index=1, cpu_seconds=None, memory_mb=None)
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_the_precheck_names_the_line_of_the_first_problem():
+    with pytest.raises(rewards.RewardFileError, match=r"^x.py: line 3 imports 'os'; only math, numpy, numpy.linalg"):
+        source = "import math\n\nimport os\ndef compute_reward(state, info):\n    return 0\n"
+        rewards.check_reward_source(source, "x.py")
+
+
+def test_secrets_are_stripped_from_the_environment_and_restored_after(monkeypatch):
+    names = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "PGPASS",
+             "GOOGLE_APPLICATION_CREDENTIALS", "SSH_AUTH_SOCK", "MY_CUSTOM_THING"]  # fmt: skip
+    for name in names:
+        monkeypatch.setenv(name, SECRET)
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    before = dict(os.environ)
+    clean = rewards.environ_without_secrets(extra_names=["MY_CUSTOM_THING"])
+    assert not set(names) & set(clean) and clean["MUJOCO_GL"] == "egl" and clean["PATH"] == os.environ["PATH"]
+    with rewards.environment_without_secrets(["MY_CUSTOM_THING"], LP_NUM_THREADS="1"):
+        assert not set(names) & set(os.environ) and os.environ["LP_NUM_THREADS"] == "1"
+        assert SECRET not in "".join(os.environ.values())
+    assert dict(os.environ) == before
+
+
+def test_the_reward_process_starts_without_the_parents_secret(child):
+    reply = run_in_child(child, HOSTILE_DIR / "str_format_secret.py", info_with_marker(Path("/nonexistent")))
+    assert os.environ[SECRET_NAME] == SECRET  # the parent still has it
+    assert reply["secrets"] == [], reply
+
+
+def run_validation_process(path: Path, states: list) -> tuple:
+    """rewards.validation_main as gen_reward.py starts it: a fresh interpreter, secrets stripped, job on stdin."""
+    job = dict(source=path.read_text(), filename=str(path), states=states, infos=[{}] * len(states),
+               labels=[f"state {k}" for k in range(len(states))], cpu_seconds=CPU_SECONDS,
+               memory_mb=MEMORY_MB)  # fmt: skip
+    environment = rewards.environ_without_secrets()
+    environment["PYTHONPATH"] = str(rewards.REWARDS_DIR.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", "import rewards; rewards.validation_main()"], input=pickle.dumps(job),
+        capture_output=True, env=environment, timeout=60,
+    )  # fmt: skip
+    return done.returncode, json.loads(done.stdout) if done.stdout else None
+
+
+def test_the_validation_process_answers_two_rounds_or_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv(SECRET_NAME, SECRET)
+    good = tmp_path / "good.py"
+    good.write_text("import numpy as np\ndef compute_reward(state, info):\n    return float(np.sum(state['eef_pos']))")
+    states = [{**STATE, "eef_pos": np.array([1.0, 2.0, k])} for k in range(3)]
+    assert run_validation_process(good, states) == (0, {"status": "ok", "rounds": [[3.0, 4.0, 5.0]] * 2})
+    code, answer = run_validation_process(HOSTILE_DIR / "str_format_secret.py", states)
+    assert code == 0 and answer["status"] == "error", answer
+    assert answer["message"].startswith(f"{HOSTILE_DIR / 'str_format_secret.py'}: line 11 reads the forbidden")
+    code, answer = run_validation_process(HOSTILE_DIR / "cpu_loop.py", states)
+    assert answer["message"].endswith("(line 4: while True:) on the state of state 0"), answer
+
+
+def test_the_contract_helpers():
+    assert rewards.reward_file_path("libero_goal", "turn_on_the_stove") == (
+        rewards.REWARDS_DIR / "libero_goal" / "turn_on_the_stove.py"
+    )
+    assert rewards.regenerate_command("libero_goal", 8) == (
+        "python gen_reward.py --suite libero_goal --task-ids 8 --provider anthropic --llm <model name>"
+    )
+    info = rewards.build_reward_info("libero_10", "t", "do it", 520, STATE)
+    assert sorted(info) == ["initial", "instruction", "max_steps", "suite", "task_name"] and info["max_steps"] == 520
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The shipped reward files under the confinement, on real simulator states
+
+SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+
+
+@pytest.fixture(scope="module")
+def real_states():
+    """{(suite, task name): (state, info)}: each task's state after reset and the wait steps, from as few envs
+    (built without rendering) as cover every task's objects: tasks whose scene has the same objects share one."""
+    import rollout
+
+    covered = {}
+    for suite in SUITES:
+        tasks = rollout.get_suite(suite).tasks
+        for task_id, task in enumerate(tasks):
+            if (suite, task.name) in covered:
+                continue
+            env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=rollout.env_horizon(1))
+            try:
+                obs = rollout.reset_env(env, rollout.get_init_states(suite, task_id)[0])
+                state = rollout.build_reward_state(env, obs, 0, False)
+            finally:
+                env.close()
+            for other in tasks:
+                if set(referenced_objects(suite, other.name)) <= set(state["objects"]):
+                    info = rewards.build_reward_info(suite, other.name, other.language, 300, state)
+                    covered.setdefault((suite, other.name), (state, info))
+    return covered
+
+
+def referenced_objects(suite: str, task_name: str) -> list:
+    """The object names a shipped reward file reads (its string constants that name objects, fixtures or sites)."""
+    import ast
+    import re
+
+    tree = ast.parse(rewards.reward_file_path(suite, task_name).read_text())
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and re.fullmatch(r"[a-z][a-z_]*_\d+(_[a-z_]+)?", node.value)]  # fmt: skip
+
+
+SHIPPED = sorted(rewards.REWARDS_DIR.glob("*/*.py"))
+
+
+def test_forty_shipped_files():
+    assert len(SHIPPED) == 40
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[f"{path.parent.name}/{path.stem[:40]}" for path in SHIPPED])
+def test_a_shipped_reward_file_runs_under_the_confinement_on_a_real_state(real_states, path):
+    state, info = real_states[(path.parent.name, path.stem)]
+    limits = dict(cpu_seconds=rewards.DEFAULT_CPU_SECONDS, memory_mb=rewards.DEFAULT_MEMORY_MB)
+    reward_fn = rewards.load_reward_fn(path, **limits)
+    value = rewards.call_reward(reward_fn, state, info, env_index=0, **limits)
+    assert np.isfinite(value) and value == rewards.call_reward(reward_fn, state, info, env_index=0, **limits)
