@@ -1,7 +1,7 @@
 """Configuration of the tiny test VLA (remote code; copied next to its weights by `build_tiny_vla`).
 
 It mirrors the fields of OpenVLA's config that callers read: a Llama `text_config`, `n_action_bins`,
-`pad_to_multiple_of` and `norm_stats`.
+`pad_to_multiple_of` and `norm_stats`. `OpenVLAShapedConfig` is the same model at OpenVLA-7B's sizes.
 """
 
 from transformers import LlamaConfig, PretrainedConfig
@@ -37,6 +37,7 @@ class TinyVLAConfig(PretrainedConfig):
         pad_to_multiple_of: int = 64,
         norm_stats=None,
         pad_token_id: int = 32000,
+        timm_model_ids=None,
         **kwargs,
     ):
         if isinstance(text_config, LlamaConfig):
@@ -49,6 +50,9 @@ class TinyVLAConfig(PretrainedConfig):
         self.n_action_bins = n_action_bins
         self.pad_to_multiple_of = pad_to_multiple_of
         self.norm_stats = norm_stats or {}
+        # None: the tiny one-block vision backbone. Two timm model ids: OpenVLA's fused backbone (built without
+        # pretrained weights), whose two feature vectors per patch are concatenated.
+        self.timm_model_ids = list(timm_model_ids) if timm_model_ids else None
         # The default (True) would make `tie_weights` tie lm_head to the input embeddings: Llama-2 does not.
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -56,3 +60,10 @@ class TinyVLAConfig(PretrainedConfig):
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+class OpenVLAShapedConfig(TinyVLAConfig):
+    """The same model at OpenVLA-7B's sizes. A model type other than "tiny_vla", so that `rollout.load_vla`
+    treats it like the real checkpoint: CUDA only, bf16, flash-attention when installed."""
+
+    model_type = "openvla_shaped"

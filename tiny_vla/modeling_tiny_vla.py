@@ -2,7 +2,9 @@
 
 Like `OpenVLAForActionPrediction`, the forward embeds the prompt, inserts the projected image patches
 right after BOS and runs a Llama on the result, so the logits are `num_patches` longer than `input_ids`.
-The language model stays reachable as `.language_model` for batched cached decoding.
+The language model stays reachable as `.language_model` for batched cached decoding. With `timm_model_ids`
+in the config, the vision side is OpenVLA's instead of the tiny one: two timm towers whose second-to-last
+block's patch tokens are concatenated, and OpenVLA's three-layer projector (`OpenVLAShapedForActionPrediction`).
 """
 
 from typing import Optional
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration_tiny_vla import TinyVLAConfig
+from .configuration_tiny_vla import OpenVLAShapedConfig, TinyVLAConfig
 
 IGNORE_INDEX = -100
 
@@ -55,19 +57,85 @@ class TinyProjector(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+class ChannelScale(nn.Module):
+    """timm's LayerScale (x * gamma) with the parameter renamed: transformers' loader renames every checkpoint key
+    containing "gamma" to "weight", so a parameter named gamma would silently stay unloaded."""
+
+    def __init__(self, gamma: torch.Tensor):
+        super().__init__()
+        self.scale = nn.Parameter(gamma.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def random_timm_tower(model_id: str, image_size: int) -> nn.Module:
+    import timm  # only the OpenVLA-shaped backbone needs timm
+
+    tower = timm.create_model(model_id, pretrained=False, num_classes=0, img_size=image_size)
+    for module in list(tower.modules()):
+        for name, child in list(module.named_children()):
+            if type(child).__name__ == "LayerScale":
+                setattr(module, name, ChannelScale(child.gamma))
+    return tower
+
+
+class FusedTimmBackbone(nn.Module):
+    """(B, 6, H, W) -> (B, P, D1 + D2): channels 0-2 go through the first tower, 3-5 through the second.
+
+    Like OpenVLA, each tower's features are the patch tokens (prefix tokens dropped) after its second-to-last
+    block; timm 0.9's `get_intermediate_layers` still runs every block, so the compute is OpenVLA's too.
+    """
+
+    def __init__(self, config: TinyVLAConfig):
+        super().__init__()
+        first_id, second_id = config.timm_model_ids
+        self.featurizer = random_timm_tower(first_id, config.image_size)
+        self.fused_featurizer = random_timm_tower(second_id, config.image_size)
+        self.embed_dim = self.featurizer.embed_dim + self.fused_featurizer.embed_dim
+
+    @staticmethod
+    def penultimate_patches(tower: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        return tower.get_intermediate_layers(pixels, n={len(tower.blocks) - 2})[0]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        first, second = torch.split(pixel_values, [3, 3], dim=1)
+        patches = self.penultimate_patches(self.featurizer, first)
+        fused_patches = self.penultimate_patches(self.fused_featurizer, second)
+        return torch.cat([patches, fused_patches], dim=2)
+
+
+class FusedProjector(nn.Module):
+    """OpenVLA's projector for a fused backbone: D -> 4D -> LLM width -> LLM width, GELU between."""
+
+    def __init__(self, vision_width: int, llm_width: int):
+        super().__init__()
+        self.fc1 = nn.Linear(vision_width, 4 * vision_width)
+        self.fc2 = nn.Linear(4 * vision_width, llm_width)
+        self.fc3 = nn.Linear(llm_width, llm_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.gelu(self.fc2(F.gelu(self.fc1(x)))))
+
+
 class TinyVLAForActionPrediction(PreTrainedModel):
     config_class = TinyVLAConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["TinyVisionBackbone", "TinyProjector", "LlamaDecoderLayer"]
+    _no_split_modules = ["TinyVisionBackbone", "TinyProjector", "FusedTimmBackbone", "FusedProjector"]
+    _no_split_modules += ["LlamaDecoderLayer"]
     _skip_keys_device_placement = "past_key_values"
     _supports_flash_attn_2 = True
     _supports_sdpa = True
 
     def __init__(self, config: TinyVLAConfig):
         super().__init__(config)
-        self.vision_backbone = TinyVisionBackbone(config)
-        self.projector = TinyProjector(config.vision_width, config.text_config.hidden_size)
+        if config.timm_model_ids:
+            self.vision_backbone = FusedTimmBackbone(config)
+            self.projector = FusedProjector(self.vision_backbone.embed_dim, config.text_config.hidden_size)
+        else:
+            self.vision_backbone = TinyVisionBackbone(config)
+            self.projector = TinyProjector(config.vision_width, config.text_config.hidden_size)
         self.language_model = LlamaForCausalLM._from_config(
             config.text_config, attn_implementation=config._attn_implementation
         )
@@ -166,3 +234,9 @@ class TinyVLAForActionPrediction(PreTrainedModel):
             "pixel_values": pixel_values,
             "use_cache": kwargs.get("use_cache"),
         }
+
+
+class OpenVLAShapedForActionPrediction(TinyVLAForActionPrediction):
+    """The same model class bound to `OpenVLAShapedConfig` (OpenVLA-7B's sizes, random weights)."""
+
+    config_class = OpenVLAShapedConfig

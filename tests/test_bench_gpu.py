@@ -1,0 +1,121 @@
+"""GPU readiness without a GPU: the OpenVLA-7B-shaped model's layout, the random-weight checkpoint writer, the
+update-memory check, and benchmarks/bench_gpu.py at toy size (real LIBERO, 2 envs, 3 steps)."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForVision2Seq
+
+import rollout
+import tgrpo
+from tiny_vla.build import (
+    AUTO_MAP_MODEL,
+    OPENVLA_7B_PARAMETERS,
+    build_into,
+    empty_model,
+    libero_norm_stats,
+    openvla_shaped_config,
+    write_random_checkpoint,
+)
+from tiny_vla.configuration_tiny_vla import TinyVLAConfig
+
+sys.path.insert(0, str(rollout.Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_gpu  # noqa: E402
+
+
+def test_openvla_7b_preset_has_openvla_7b_shapes():
+    model = empty_model(openvla_shaped_config())  # meta device: the layout costs no memory
+    num_parameters = sum(p.numel() for p in model.parameters())
+    assert abs(num_parameters / OPENVLA_7B_PARAMETERS - 1) < 0.01
+    assert model.config.model_type == "openvla_shaped"  # so load_vla treats it like the real checkpoint
+    llama = model.language_model.config
+    assert (llama.num_hidden_layers, llama.hidden_size, llama.num_attention_heads, llama.intermediate_size) == (
+        32, 4096, 32, 11008,
+    )  # fmt: skip
+    assert model.get_input_embeddings().weight.shape == (32064, 4096)
+    patches = model.vision_backbone(torch.zeros(2, 6, 224, 224, device="meta"))
+    assert patches.shape == (2, 256, 1024 + 1152)  # DINOv2 ViT-L/14 + SigLIP So400m/14, 16 x 16 patches
+    assert model.projector(patches).shape == (2, 256, 4096)
+    projector = model.projector
+    assert [layer.out_features for layer in (projector.fc1, projector.fc2, projector.fc3)] == [8704, 4096, 4096]
+
+
+@pytest.fixture(scope="module")
+def small_fused_dir(tmp_path_factory):
+    """The fused timm branch at small size (two ViT-S/14 DINOv2 towers), written in several shards."""
+    config = TinyVLAConfig(
+        timm_model_ids=["vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch14_dinov2.lvd142m"],
+        patch_size=14, norm_stats=libero_norm_stats(),
+    )  # fmt: skip
+    config.auto_map = AUTO_MAP_MODEL
+    out = tmp_path_factory.mktemp("fused") / "vla"
+    return build_into(str(out), lambda tmp: write_random_checkpoint(tmp, config, seed=0, max_shard_bytes=20 * 2**20))
+
+
+def test_random_checkpoint_loads_every_weight_and_acts(small_fused_dir):
+    index = json.loads(open(f"{small_fused_dir}/model.safetensors.index.json").read())
+    assert len(set(index["weight_map"].values())) > 1  # sharded, so never all in memory at once
+    model, info = AutoModelForVision2Seq.from_pretrained(
+        small_fused_dir, trust_remote_code=True, torch_dtype=torch.float32, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    layer_scale = model.vision_backbone.featurizer.blocks[0].ls1.scale  # would stay unloaded if named gamma
+    torch.testing.assert_close(layer_scale, torch.full_like(layer_scale, 0.1), atol=1e-3, rtol=0)
+    assert torch.all(model.language_model.model.norm.weight == 1.0)
+    assert 0.015 < model.language_model.lm_head.weight.std() < 0.025
+
+    policy = rollout.load_vla(small_fused_dir, "libero_goal", device="cpu")
+    images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    tokens, log_probs, actions = policy.act(images, "put the bowl on the plate")
+    assert tokens.shape == (2, 7) and np.all((tokens >= 31744) & (tokens < 32000))
+    assert np.all(np.isfinite(log_probs)) and actions.shape == (2, 7)
+
+
+def test_update_memory_estimate_and_advice():
+    sizes = dict(num_params=7_500_000_000, param_bytes=2, lora_params=110_000_000)
+    small = tgrpo.estimate_update_memory(**sizes, micro_batch_size=1, gradient_checkpointing=True)
+    assert 15e9 < small < 25e9
+    assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=8, gradient_checkpointing=True) > small
+    assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=1, gradient_checkpointing=False) > small
+
+    def problem_at(micro_batch_size, gradient_checkpointing, available_bytes):
+        return tgrpo.update_memory_problem(
+            **sizes, micro_batch_size=micro_batch_size, gradient_checkpointing=gradient_checkpointing,
+            available_bytes=available_bytes,
+        )
+
+    assert problem_at(8, True, 1e12) is None
+    problem = problem_at(16, False, 40e9)
+    assert problem.startswith("--micro-batch-size 16: the update needs about") and "\n" not in problem
+    fits = problem.split("these fit: ")[1].split(" or ")
+    assert len(fits) == 2 and fits[1].endswith("--gradient-checkpointing")
+    for advice in fits:  # every suggestion really fits
+        size = int(advice.split()[1])
+        checkpointing = advice.endswith("--gradient-checkpointing")
+        assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=checkpointing) < 40e9
+    assert "nothing fits" in problem_at(1, True, 8e9)
+
+
+def test_bench_gpu_refuses_what_this_machine_cannot_run(capsys):
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+            bench_gpu.main(bench_gpu.Args())
+    with pytest.raises(SystemExit, match="--device cpu runs only --model tiny"):
+        bench_gpu.main(bench_gpu.Args(device="cpu"))
+
+
+def test_bench_gpu_runs_at_toy_size(tiny_cache):
+    args = bench_gpu.Args(
+        model="tiny", device="cpu", batch_sizes=(1, 2), latency_repeats=1, micro_batch_sizes=(1, 2), update_samples=4,
+        num_envs=2, max_steps=3,
+    )  # fmt: skip
+    report = bench_gpu.main(args)
+    lines = report.splitlines()
+    assert sum(line.startswith(("| 1 |", "| 2 |")) for line in lines) == 2  # policy step at batch 1 and 2
+    assert sum(line.startswith("| off | ") for line in lines) == 2  # update at micro-batch 1, 2 (CPU: no checkpointing)
+    iteration_row = lines[next(i for i, line in enumerate(lines) if line.startswith("| iteration |")) + 2]
+    assert iteration_row.count("%") >= 4  # collection, simulation, policy, update
+    assert "N=2, 3 steps: 6 samples" in report
