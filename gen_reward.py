@@ -115,8 +115,9 @@ def redact(text: str, secret: Optional[str]) -> str:
 # Tasks and files
 
 
-def select_tasks(suite: str, task_ids: Optional[tuple]) -> list:
-    """(suite, task_id, task) for every task the flags select."""
+def select_tasks(suite: str, task_ids: Optional[tuple], rewards_dir: Optional[str] = None) -> list:
+    """(suite, task_id, task) for every task the flags select; with `rewards_dir` and --suite all, also every task
+    of a perturbation suite that has its own reward file there (so --check covers the _task files that exist)."""
     if task_ids is not None and suite == "all":
         raise UsageError("--task-ids selects tasks of one suite; pass it with --suite libero_goal (or another)")
     suites = MAIN_SUITES if suite == "all" else (suite,)
@@ -124,6 +125,11 @@ def select_tasks(suite: str, task_ids: Optional[tuple]) -> list:
     for name in suites:
         for task_id in task_ids if task_ids is not None else range(rollout.get_suite(name).n_tasks):
             selected.append((name, task_id, rollout.get_task(name, task_id)))
+    if suite == "all" and rewards_dir is not None:
+        for name in rollout.PERTURBED_SUITES:
+            for task_id, task in enumerate(rollout.get_suite(name).tasks):
+                if reward_path(rewards_dir, name, task).is_file():
+                    selected.append((name, task_id, task))
     return selected
 
 
@@ -188,17 +194,18 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
     states, infos, labels = [], [], []
     try:
         for k, init_state in enumerate(init_states):
-            initial = rollout.build_reward_state(env, rollout.reset_env(env, init_state, seed), 0, False)
+            initial = rewards.build_reward_state(env, rollout.reset_env(env, init_state, seed), 0, False)
             # The reward serves training, so `info` carries the training cap, as in a tgrpo.py run.
             info = rewards.build_reward_info(
-                suite, task.name, task.language, max_steps=rollout.TRAIN_MAX_STEPS[suite], initial=initial
+                suite, task.name, rollout.task_instruction(suite, task_id), max_steps=rollout.TRAIN_MAX_STEPS[suite],
+                initial=initial,
             )
             states.append(initial)
             infos.append(info)
             labels.append(f"init state {k} after the wait steps")
             for step in range(1, num_random_steps + 1):
                 obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, rollout.ACTION_DIM))
-                states.append(rollout.build_reward_state(env, obs, step, done))
+                states.append(rewards.build_reward_state(env, obs, step, done))
                 infos.append(info)
                 labels.append(f"init state {k} after {step} random action(s)")
     finally:
@@ -488,7 +495,7 @@ def task_prompt(suite: str, task_id: int, task, args: Args) -> tuple:
     prompt = build_prompt(
         suite=suite,
         task_name=task.name,
-        instruction=task.language,
+        instruction=rollout.task_instruction(suite, task_id),  # a _task suite's new instruction, not the base's
         bddl_text=Path(rollout.task_bddl_path(task)).read_text(),
         schema_text=read_schema(rewards.REWARDS_DIR / "README.md"),
         state_text=format_state(states[0]),
@@ -678,7 +685,7 @@ def generate_reward(prompt: str, suite: str, task_id: int, task, api_key: str, k
 
 def render_header(suite: str, task, args: Args, *, attempt: int, prompt: str, key_pose_note: str, summary) -> str:
     lines = [
-        f'# Reward for {suite} / {task.name}: "{task.language}".',
+        f'# Reward for {suite} / {task.name}: "{rollout.task_instruction(suite, rollout.get_suite(suite).tasks.index(task))}".',
         f"# Made by: gen_reward.py with {args.provider} model {args.llm} (reply {attempt} of at most "
         f"{args.max_attempts}); key poses: {key_pose_note}.",
         f"# Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
@@ -707,7 +714,7 @@ def check_reward_files(tasks: list, args: Args) -> list:
 
 
 def main(args: Args) -> None:
-    tasks = select_tasks(args.suite, args.task_ids)
+    tasks = select_tasks(args.suite, args.task_ids, args.rewards_dir if args.check else None)
     if args.check:
         failures = check_reward_files(tasks, args)
         if failures:

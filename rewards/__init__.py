@@ -793,7 +793,7 @@ def environment_without_secrets(extra_secret_names: Iterable[str] = (), **overri
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Paths, the regeneration command, and `info`
+# Paths, the regeneration command, and the `state` and `info` a reward gets
 
 
 def reward_file_path(suite: str, task_name: str) -> Path:
@@ -803,6 +803,57 @@ def reward_file_path(suite: str, task_name: str) -> Path:
 def regenerate_command(suite: str, task_id) -> str:
     """The command that (re)generates the reward file of task `task_id` of `suite`."""
     return f"python gen_reward.py --suite {suite} --task-ids {task_id} --provider anthropic --llm <model name>"
+
+
+def articulation_qpos(sim_env, name: str) -> np.ndarray:
+    """Positions of an object's hinge/slide joints (drawers, doors, knobs); free joints are skipped."""
+    qpos = []
+    for joint in sim_env.get_object(name).joints:
+        address = sim_env.sim.model.get_joint_qpos_addr(joint)
+        if not isinstance(address, tuple):
+            qpos.append(sim_env.sim.data.qpos[address])
+    return np.array(qpos, dtype=np.float64)
+
+
+def build_reward_state(env, obs: dict, step: int, success: bool) -> dict:
+    """The simulator state a reward function sees (schema: rewards/README.md), from a LIBERO env after a step.
+    No pixels. LIBERO is imported here, not at the top: the rest of this package must load without it."""
+    from libero.libero.envs.predicates import eval_predicate_fn
+
+    sim_env = env.env
+    gripper = sim_env.robots[0].gripper
+    objects = {}
+    for name, object_state in sim_env.object_states_dict.items():
+        geom = object_state.get_geom_state()
+        kind = "object" if name in sim_env.objects_dict else "fixture" if name in sim_env.fixtures_dict else "site"
+        quat = np.array(geom["quat"], dtype=np.float64)
+        if kind != "site":
+            quat = quat[[1, 2, 3, 0]]  # MuJoCo bodies are (w, x, y, z); sites and the eef are (x, y, z, w)
+        entry = {"kind": kind, "pos": np.array(geom["pos"], dtype=np.float64), "quat": quat}
+        if kind == "object":
+            entry["grasped"] = bool(sim_env._check_grasp(gripper=gripper, object_geoms=sim_env.objects_dict[name]))
+        if kind != "site":
+            entry["joint_qpos"] = articulation_qpos(sim_env, name)
+        objects[name] = entry
+    goal = [
+        {
+            "predicate": predicate[0],
+            "args": list(predicate[1:]),
+            "satisfied": bool(eval_predicate_fn(predicate[0], *[sim_env.object_states_dict[a] for a in predicate[1:]])),
+        }
+        for predicate in sim_env.parsed_problem["goal_state"]
+    ]
+    gripper_qpos = np.array(obs["robot0_gripper_qpos"], dtype=np.float64)
+    return {
+        "step": int(step),
+        "success": bool(success),
+        "eef_pos": np.array(obs["robot0_eef_pos"], dtype=np.float64),
+        "eef_quat": np.array(obs["robot0_eef_quat"], dtype=np.float64),
+        "gripper_qpos": gripper_qpos,
+        "gripper_opening": float(gripper_qpos[0] - gripper_qpos[1]),
+        "objects": objects,
+        "goal": goal,
+    }
 
 
 def build_reward_info(suite: str, task_name: str, instruction: str, max_steps: int, initial: dict) -> dict:

@@ -6,6 +6,7 @@ import signal
 import numpy as np
 import pytest
 
+import rewards
 import rollout
 
 ONE_TASK_PER_SUITE = [("libero_spatial", 0), ("libero_object", 0), ("libero_goal", 8), ("libero_10", 0), ("libero_90", 0)]
@@ -22,7 +23,7 @@ def test_each_suite_constructs_resets_and_steps_past_the_wait(suite, task_id):
     env = rollout.make_env(bddl(suite, task_id), render=False, horizon=100)
     obs = rollout.reset_env(env, init_states[0])
     assert env.env.timestep == rollout.NUM_WAIT_STEPS
-    state = rollout.build_reward_state(env, obs, step=0, success=False)
+    state = rewards.build_reward_state(env, obs, step=0, success=False)
     # The wait steps let dropped objects come to rest on the table (z near 0.9 m, not still falling).
     velocities = env.env.sim.data.qvel
     assert np.abs(velocities).max() < 0.5
@@ -34,9 +35,9 @@ def test_each_suite_constructs_resets_and_steps_past_the_wait(suite, task_id):
 
 
 def test_unknown_suite_and_task_id_are_explained():
-    with pytest.raises(ValueError, match="unknown suite 'libero_gaol'.*libero_goal"):
+    with pytest.raises(rollout.UsageError, match="--suite 'libero_gaol' is unknown; choose one of .*libero_goal"):
         rollout.get_task("libero_gaol", 0)
-    with pytest.raises(ValueError, match="--task-id 10 .*tasks 0..9"):
+    with pytest.raises(rollout.UsageError, match="--task-ids 10: libero_goal has tasks 0..9"):
         rollout.get_task("libero_goal", 10)
 
 

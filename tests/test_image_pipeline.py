@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import rollout
+import openvla_image
 
 DATA = Path(__file__).resolve().parent / "data" / "image_pipeline"
 NUM_FRAMES = 5
@@ -28,7 +28,7 @@ def frames_and_references():
 def test_preprocess_image_equals_tensorflow_references(frames_and_references):
     differences = []
     for frame, reference in frames_and_references:
-        image = rollout.preprocess_image(frame)
+        image = openvla_image.preprocess_image(frame)
         assert image.shape == reference.shape == (224, 224, 3) and image.dtype == np.uint8
         differences.append(np.abs(image.astype(int) - reference.astype(int)).ravel())
     difference = np.concatenate(differences)
@@ -44,11 +44,11 @@ def test_preprocess_image_equals_tensorflow_references(frames_and_references):
 
 def test_banded_resize_equals_the_full_matrix_product():
     values = np.random.default_rng(0).uniform(0, 255, size=(256, 768)).astype(np.float32)
-    full = rollout.lanczos3_resize_matrix(256, 224).astype(np.float64) @ values
-    np.testing.assert_allclose(rollout.resize_rows(values, 224), full, rtol=0, atol=1e-3)
+    full = openvla_image.lanczos3_resize_matrix(256, 224).astype(np.float64) @ values
+    np.testing.assert_allclose(openvla_image.resize_rows(values, 224), full, rtol=0, atol=1e-3)
     # Every row of weights sums to one, so a flat image stays flat.
     flat = np.full((256, 256, 3), 77, np.uint8)
-    assert (rollout.resize_lanczos3(flat, 224) == 77).all()
+    assert (openvla_image.resize_lanczos3(flat, 224) == 77).all()
 
 
 def test_input_frame_is_left_untouched_and_layout_does_not_matter(frames_and_references):
@@ -56,5 +56,5 @@ def test_input_frame_is_left_untouched_and_layout_does_not_matter(frames_and_ref
     before = frame.copy()
     strided = np.zeros((256, 512, 3), np.uint8)
     strided[:, ::2] = frame  # the same frame as a non-contiguous view
-    assert np.array_equal(rollout.preprocess_image(strided[:, ::2]), rollout.preprocess_image(frame))
+    assert np.array_equal(openvla_image.preprocess_image(strided[:, ::2]), openvla_image.preprocess_image(frame))
     assert np.array_equal(frame, before)

@@ -391,7 +391,7 @@ def real_states():
             env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=rollout.env_horizon(1))
             try:
                 obs = rollout.reset_env(env, rollout.get_init_states(suite, task_id)[0])
-                state = rollout.build_reward_state(env, obs, 0, False)
+                state = rewards.build_reward_state(env, obs, 0, False)
             finally:
                 env.close()
             for other in tasks:

@@ -156,7 +156,7 @@ def rewards_at_init_then_built(suite, task_name, *builds):
         init_rewards = []
         for init_state_id in INIT_STATE_IDS:
             obs = rollout.reset_env(env, init_states[init_state_id])
-            initial = rollout.build_reward_state(env, obs, 0, False)
+            initial = rewards.build_reward_state(env, obs, 0, False)
             info = rewards.build_reward_info(suite, task.name, task.language, rollout.TRAIN_MAX_STEPS[suite], initial)
             init_rewards.append(rewards.call_reward(reward_fn, initial, info, cpu_seconds=None, memory_mb=None))
             assert not initial["success"]
@@ -166,7 +166,7 @@ def rewards_at_init_then_built(suite, task_name, *builds):
             build(env.env)
             for _ in range(SETTLE_STEPS):
                 obs, _, done, _ = env.step(STILL_OPEN)
-            state = rollout.build_reward_state(env, obs, SETTLE_STEPS, done)
+            state = rewards.build_reward_state(env, obs, SETTLE_STEPS, done)
             built.append((state, rewards.call_reward(reward_fn, state, info, cpu_seconds=None, memory_mb=None)))
         return init_rewards, built
     finally:

@@ -1,4 +1,4 @@
-"""Make the reference images that tests/test_image_pipeline.py checks `rollout.preprocess_image` against.
+"""Make the reference images that tests/test_image_pipeline.py checks `openvla_image.preprocess_image` against.
 
 OpenVLA's LIBERO evaluation prepares each agentview frame with TensorFlow: `get_libero_image` (rotate
 180 degrees, then `resize_image`: JPEG encode/decode, lanczos3 resize with antialias to 224, clip, round,
