@@ -59,7 +59,12 @@ class Args:
     step_timeout: float = 60.0
     """seconds an env step may take before its worker counts as hung (the episode then fails)"""
     device: Optional[str] = None
-    """torch device; default cuda when available, else cpu (cpu only for `--model tiny`)"""
+    """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
+    dtype: rollout.DtypeChoice = "auto"
+    """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA evaluates), float32 on cpu"""
+    robustness: bool = False
+    """evaluate the clean suite and its four LIBERO-PRO perturbations (lan, object, swap, task) and print one row per
+    model with the drop from clean; with --lora, the base model's row and the adapter's row side by side"""
 
 
 TRIALS_PER_TASK = 50  # LIBERO ships 50 fixed init states per task
@@ -71,6 +76,19 @@ PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long")
 # Published success rates (%), Spatial / Object / Goal / Long / Average, 50 trials per task.
 PUBLISHED = {"OpenVLA SFT": (84.7, 88.4, 79.2, 53.7, 76.5), "TGRPO": (90.4, 92.2, 81.0, 59.2, 80.7)}
 PUBLISHED_NOTE = "Long: OpenVLA reports 53.7 for its own model; the TGRPO paper's table prints 51.1 for it."
+ROBUSTNESS_COLUMNS = ("clean", *rollout.PERTURBATIONS)  # clean, lan, object, swap, task
+# OpenVLA on LIBERO-PRO (success %), as published in the LIBERO-PRO README (github.com/Zxy-MLlab/LIBERO-PRO,
+# commit 2b910b5): clean from its "Motivation" table; lan/object/swap/task from its leaderboard (Sem/Obj/Pos/Task).
+PUBLISHED_ROBUSTNESS = {
+    "libero_spatial": {"clean": 95.0, "lan": 97.0, "object": 97.0, "swap": 0.0, "task": 0.0},
+    "libero_object": {"clean": 99.0, "lan": 98.0, "object": 98.0, "swap": 0.0, "task": 0.0},
+    "libero_goal": {"clean": 98.0, "lan": 98.0, "object": 96.0, "swap": 0.0, "task": 0.0},
+    "libero_10": {"clean": 93.0, "lan": 96.0, "object": 81.0, "swap": 0.0, "task": 0.0},
+}
+PUBLISHED_ROBUSTNESS_NOTE = (
+    "published: LIBERO-PRO README (github.com/Zxy-MLlab/LIBERO-PRO, arXiv 2510.03827), OpenVLA under LIBERO-PRO's "
+    "own evaluation setup (run inside openvla-oft's run_libero_eval.py); not this run's protocol"
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -81,8 +99,15 @@ def suites_of(suite: str) -> list:
     if suite == "all":
         return list(PAPER_SUITES)
     if suite not in rollout.SUITES:
+        if suite in rollout.benchmark.get_benchmark_dict() and rollout.missing_suite_files(suite):
+            rollout.get_suite(suite)  # raises, naming the files this LIBERO distribution lacks
         raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(rollout.SUITES)}, or all")
     return [suite]
+
+
+def robustness_suites(suite: str) -> list:
+    """libero_goal -> [libero_goal, libero_goal_lan, libero_goal_object, libero_goal_swap, libero_goal_task]."""
+    return [suite, *(f"{suite}_{key}" for key in rollout.PERTURBATIONS)]
 
 
 def check_task_ids(suite: str, task_ids) -> list:
@@ -123,6 +148,15 @@ def check_args(args: Args) -> None:
         )
     for lora_dir in args.lora:
         lora_adapter_dir(lora_dir)
+    if args.robustness:
+        for suite in suites:
+            if suite not in rollout.BASE_SUITES:
+                raise UsageError(
+                    f"--robustness --suite {suite}: pass a clean suite ({', '.join(rollout.BASE_SUITES)}) or all; "
+                    "its four perturbation suites are evaluated with it"
+                )
+            for perturbed in robustness_suites(suite)[1:]:
+                check_task_ids(perturbed, args.task_ids)
 
 
 def protocol_departures(suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states) -> list:
@@ -168,7 +202,7 @@ def load_lora(policy: rollout.VLAPolicy, lora_dir: str) -> None:
     under the adapter's name: so every saved tensor must be found in the wrapped model.
     """
     from peft import PeftConfig, PeftModel
-    from peft.utils import get_peft_model_state_dict, load_peft_weights
+    from peft.utils import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
 
     lora_dir = lora_adapter_dir(lora_dir)
     base_name = getattr(policy.model, "name_or_path", "?")
@@ -191,12 +225,20 @@ def load_lora(policy: rollout.VLAPolicy, lora_dir: str) -> None:
         )
     if Path(str(adapter_base)).name != Path(str(base_name)).name:
         print(f"[evaluate] note: --lora {lora_dir} was made on {adapter_base}; evaluating it on {base_name}")
+    # peft 0.11 makes the LoRA weights in the base dtype and loads the saved fp32 ones into them, which in bf16
+    # rounds what training learned: widen them to fp32, as tgrpo.py trains them, and load them again.
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.float()
+    set_peft_model_state_dict(model, saved)
     model.eval()
     policy.model = model  # LoRA layers are injected in place, so VLAPolicy's calls go through the adapter
 
 
-def load_policy(model: Optional[str], suite: str, lora_dir: Optional[str] = None, device=None) -> rollout.VLAPolicy:
-    policy = rollout.load_vla(model, suite, device)
+def load_policy(
+    model: Optional[str], suite: str, lora_dir: Optional[str] = None, device=None, dtype: rollout.DtypeChoice = "auto"
+) -> rollout.VLAPolicy:
+    policy = rollout.load_vla(model, suite, device, dtype)
     if lora_dir:
         load_lora(policy, lora_dir)
     return policy
@@ -292,6 +334,7 @@ def evaluate_task(
     episode frees its worker for the next pending init state straight away.
     """
     task = rollout.get_task(suite, task_id)
+    instruction = rollout.task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
     spec = rollout.EnvSpec(rollout.task_bddl_path(task), rollout.env_horizon(max_steps), camera_size, ENV_SEED)
     pending, running, records = deque(enumerate(init_states)), {}, []
 
@@ -317,7 +360,7 @@ def evaluate_task(
         if not running:
             continue
         ids = sorted(running)
-        tokens, _, actions = policy.act(np.stack([running[w]["image"] for w in ids]), task.language, temperature)
+        tokens, _, actions = policy.act(np.stack([running[w]["image"] for w in ids]), instruction, temperature)
         for w, result, action_tokens in zip(ids, pool.step(ids, actions), tokens):
             episode = running[w]
             advance(episode, action_tokens, result, keep_frames=video != "none")
@@ -403,7 +446,7 @@ def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departure
             {
                 "task_id": task_id,
                 "task_name": task.name,
-                "instruction": task.language,
+                "instruction": rollout.task_instruction(suite, task_id),
                 "successes": wins,
                 "trials": len(task_episodes),
                 "success_rate": wins / max(1, len(task_episodes)),
@@ -456,6 +499,45 @@ def format_task_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def robustness_rows(results: dict) -> list:
+    """One row per (clean suite, model) of a --robustness run: success % per column and the drop from clean."""
+    rows = {}
+    for key, result in results.items():
+        suite, model = result["suite"], result.get("model", "base")
+        base = rollout.base_suite(suite)
+        row = rows.setdefault((base, model), {"suite": base, "model": model, "success": {}})
+        row["success"][suite[len(base) + 1 :] or "clean"] = 100 * result["success_rate"]
+    for row in rows.values():
+        success = row["success"]
+        perturbed = [success[key] for key in rollout.PERTURBATIONS if key in success]
+        row["drop"] = {key: success["clean"] - success[key] for key in rollout.PERTURBATIONS if key in success}
+        complete = perturbed and "clean" in success
+        row["mean_drop"] = success["clean"] - sum(perturbed) / len(perturbed) if complete else None
+    return list(rows.values())
+
+
+def format_robustness_table(results: dict, departed: bool) -> str:
+    """Per clean suite: one row per model (clean, lan, object, swap, task, drop), then the published OpenVLA row."""
+    def cells(values) -> str:
+        return " | ".join("-" if value is None else f"{value:.1f}" for value in values)
+
+    lines = []
+    rows = robustness_rows(results)
+    for suite in dict.fromkeys(row["suite"] for row in rows):
+        note = " (protocol departures, see above)" if departed else ""
+        lines += ["", f"{suite}: success % under the LIBERO-PRO perturbations{note}"]
+        lines += ["", "| model | " + " | ".join(ROBUSTNESS_COLUMNS) + " | drop from clean |", "|---|" + "---:|" * 6]
+        for row in (r for r in rows if r["suite"] == suite):
+            values = [row["success"].get(column) for column in ROBUSTNESS_COLUMNS]
+            lines.append(f"| {row['model']} | {cells([*values, row['mean_drop']])} |")
+        published = PUBLISHED_ROBUSTNESS[suite]
+        values = [published[column] for column in ROBUSTNESS_COLUMNS]
+        drop = values[0] - sum(values[1:]) / len(values[1:])
+        lines.append(f"| OpenVLA (published, LIBERO-PRO) | {cells([*values, drop])} |")
+    lines += ["", "drop from clean: clean minus the mean of lan, object, swap and task, in percentage points"]
+    return "\n".join(lines + [PUBLISHED_ROBUSTNESS_NOTE])
+
+
 def departures_line(departures: list) -> str:
     if not departures:
         return "protocol: official (no departures)"
@@ -479,7 +561,8 @@ def format_table1(results: dict) -> str:
 
 def run_dir_of(args: Args) -> Path:
     model = "openvla" if args.model is None else Path(args.model.rstrip("/")).name
-    return Path(args.output_dir) / f"eval__{args.suite}__{model}{'+lora' if args.lora else ''}__{int(time.time())}"
+    suite = f"{args.suite}-robustness" if args.robustness else args.suite
+    return Path(args.output_dir) / f"eval__{suite}__{model}{'+lora' if args.lora else ''}__{int(time.time())}"
 
 
 def seed_departure(args: Args) -> list:
@@ -512,12 +595,58 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
     }
     if all(s in results for s in PAPER_SUITES):
         report["average"] = sum(results[s]["success_rate"] for s in PAPER_SUITES) / len(PAPER_SUITES)
+    if args.robustness:
+        report["robustness"] = {
+            "rows": robustness_rows(results),
+            "published": {"rows": PUBLISHED_ROBUSTNESS, "note": PUBLISHED_ROBUSTNESS_NOTE},
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
 
 
+def main_robustness(args: Args) -> dict:
+    """--robustness: each model (the base model; with --lora also base + adapter) on each clean suite and its four
+    perturbation suites. Results are keyed by suite, with "+lora" for the adapter's."""
+    run_dir = run_dir_of(args)
+    out, video_dir = run_dir / "results.json", run_dir / "videos"
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    runs = []  # (result key, suite, model label, adapter dir)
+    for i, clean in enumerate(suites_of(args.suite)):
+        for model, lora_dir in [("base", None)] + ([("base+lora", args.lora[i])] if args.lora else []):
+            for suite in robustness_suites(clean):
+                runs.append((suite if lora_dir is None else f"{suite}+lora", suite, model, lora_dir))
+    pool = rollout.EnvPool(min(args.num_envs, args.trials_per_task), step_timeout=args.step_timeout)
+    results, loaded, policy = {}, None, None
+    try:
+        for n, (key, suite, model, lora_dir) in enumerate(runs):
+            if loaded != (rollout.base_suite(suite), lora_dir):  # the five suites of a model share its checkpoint
+                policy = None  # frees the 7B before the next one loads
+                policy = load_policy(args.model, suite, lora_dir, args.device, args.dtype)
+                loaded = (rollout.base_suite(suite), lora_dir)
+            result = evaluate_suite(
+                policy, suite, task_ids=args.task_ids, trials_per_task=args.trials_per_task, max_steps=args.max_steps,
+                temperature=args.temperature, camera_size=args.camera_size, pool=pool, video=args.video,
+                video_dir=str(video_dir / model),
+            )
+            result["departures"] += seed_departure(args)
+            result["model"] = model
+            for record in result["episodes"]:
+                record["model"] = model
+            results[key] = result
+            print(format_task_table(result))
+            write_json(out, args, results, complete=n == len(runs) - 1)
+    finally:
+        pool.close()
+    print(format_robustness_table(results, departed=any(r["departures"] for r in results.values())))
+    print(f"\nwrote {out}" + (f" and videos in {video_dir}" if video_dir.exists() else ""))
+    return results
+
+
 def main(args: Args) -> dict:
     check_args(args)
+    if args.robustness:
+        return main_robustness(args)
     suites = suites_of(args.suite)
     run_dir = run_dir_of(args)
     out, video_dir = run_dir / "results.json", run_dir / "videos"
@@ -528,7 +657,7 @@ def main(args: Args) -> dict:
     results = {}
     try:
         for i, suite in enumerate(suites):
-            policy = load_policy(args.model, suite, args.lora[i] if args.lora else None, args.device)
+            policy = load_policy(args.model, suite, args.lora[i] if args.lora else None, args.device, args.dtype)
             result = evaluate_suite(
                 policy, suite, task_ids=args.task_ids, trials_per_task=args.trials_per_task, max_steps=args.max_steps,
                 temperature=args.temperature, camera_size=args.camera_size, pool=pool, video=args.video,

@@ -684,8 +684,9 @@ def generate_reward(prompt: str, suite: str, task_id: int, task, api_key: str, k
 
 
 def render_header(suite: str, task, args: Args, *, attempt: int, prompt: str, key_pose_note: str, summary) -> str:
+    instruction = rollout.task_instruction(suite, rollout.get_suite(suite).tasks.index(task))  # a _task suite's own
     lines = [
-        f'# Reward for {suite} / {task.name}: "{rollout.task_instruction(suite, rollout.get_suite(suite).tasks.index(task))}".',
+        f'# Reward for {suite} / {task.name}: "{instruction}".',
         f"# Made by: gen_reward.py with {args.provider} model {args.llm} (reply {attempt} of at most "
         f"{args.max_attempts}); key poses: {key_pose_note}.",
         f"# Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",

@@ -332,7 +332,8 @@ def version_problem(installed: dict) -> Optional[str]:
     for package, working in WORKING_VERSIONS.items():
         version = installed.get(package)
         if version is None or version.split("+")[0] not in working:  # "+cu121"-style local tags do not matter
-            wrong.append(f"{package} {version or '(not installed)'} is installed, OpenVLA's code needs {' or '.join(working)}")
+            have = f"{package} {version} is installed" if version else f"{package} is not installed"
+            wrong.append(f"{have}, OpenVLA's stack needs {' or '.join(working)}")
     if not wrong:
         return None
     return (f"{'; '.join(wrong)}. Run `pip install -r requirements.txt` (or set {ALLOW_UNTESTED_VERSIONS}=1 to "
@@ -580,7 +581,7 @@ def task_instruction(suite: str, task_id: int) -> str:
 
 @lru_cache(maxsize=None)
 def task_goal(suite: str, task_id: int) -> list:
-    """The task's goal predicates as LIBERO parses them from its BDDL, e.g. [['on', 'akita_black_bowl_1', 'plate_1']]."""
+    """The task's goal predicates as LIBERO parses them from its BDDL, e.g. [['on', 'akita_black_bowl_1', 'plate_1']]"""
     from libero.libero.envs.bddl_utils import robosuite_parse_problem
 
     return robosuite_parse_problem(task_bddl_path(get_task(suite, task_id)))["goal_state"]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import tyro
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import load_peft_weights, set_peft_model_state_dict
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -59,7 +60,9 @@ class Args:
     reward_file: Optional[str] = None
     """one reward file for every task, instead of rewards/<suite>/<task_name>.py"""
     device: Optional[str] = None
-    """torch device (default: cuda if available, else cpu, which only `--model tiny` accepts)"""
+    """torch device (default: cuda if available, else cpu; any model runs on either, a 7B one slowly on cpu)"""
+    dtype: rollout.DtypeChoice = "auto"
+    """base weights of the VLA (the LoRA weights train in float32); auto: bfloat16 on cuda, float32 on cpu"""
 
     num_iterations: int = 300
     """groups to collect and train on (not reported by the paper; 30 per task of a 10-task suite)"""
@@ -239,7 +242,7 @@ CHECKPOINT_NAMES = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
 # Flags a resumed run may change: they do not alter what is learned (micro-batching only regroups the sums).
 SAFE_TO_CHANGE_ON_RESUME = set(
     "num_iterations save_every eval_every eval_trials_per_task eval_max_steps video_every track wandb_project_name "
-    "wandb_entity step_timeout micro_batch_size gradient_checkpointing device output_dir resume reward_cpu_seconds "
+    "wandb_entity step_timeout micro_batch_size gradient_checkpointing device dtype output_dir resume reward_cpu_seconds "
     "reward_memory_mb".split()
 )
 
@@ -494,7 +497,7 @@ def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteratio
 
 def load_trainable_policy(args: Args, checkpoint: Optional[Path]):
     """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer."""
-    policy = rollout.load_vla(args.model, args.suite, args.device)
+    policy = rollout.load_vla(args.model, args.suite, args.device, args.dtype)
     if args.gradient_checkpointing and policy.device.type == "cuda":
         policy.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if checkpoint is None:
@@ -506,6 +509,8 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path]):
             raise damaged(checkpoint / "adapter", error) from None
     policy.model.eval()
     optimizer = torch.optim.AdamW(trainable_in_float32(policy.model), lr=args.learning_rate)
+    if checkpoint is not None:  # peft loaded the saved fp32 LoRA weights into base-dtype ones: load them again in fp32
+        set_peft_model_state_dict(policy.model, load_peft_weights(str(checkpoint / "adapter")))
     return policy, optimizer
 
 
@@ -581,9 +586,7 @@ def main(args: Args) -> dict:
     check_args(args)
     task_ids = selected_task_ids(args)
     max_steps = args.max_steps or rollout.TRAIN_MAX_STEPS[args.suite]
-    reward_files = {
-        t: rollout.read_reward_file(args.suite, rollout.get_task(args.suite, t).name, args.reward_file) for t in task_ids
-    }
+    reward_files = rollout.read_reward_files(args.suite, task_ids, args.reward_file)  # _lan/_swap: maybe the base's
     run_dir = prepare_run_dir(args)
     if args.track:
         import wandb
