@@ -68,7 +68,6 @@ class Args:
 
 
 TRIALS_PER_TASK = 50  # LIBERO ships 50 fixed init states per task
-ENV_SEED = 0  # upstream seeds its envs with 0: the seed places the fixtures, which init states do not cover
 PROTOCOL_SEED = 7
 PROTOCOL_CAMERA_SIZE = 256
 PAPER_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
@@ -335,7 +334,7 @@ def evaluate_task(
     """
     task = rollout.get_task(suite, task_id)
     instruction = rollout.task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
-    spec = rollout.EnvSpec(rollout.task_bddl_path(task), rollout.env_horizon(max_steps), camera_size, ENV_SEED)
+    spec = rollout.EnvSpec(rollout.task_bddl_path(task), rollout.env_horizon(max_steps), camera_size)
     pending, running, records = deque(enumerate(init_states)), {}, []
 
     def finish(episode, success, error, state):
@@ -350,7 +349,9 @@ def evaluate_task(
         free = [w for w in range(pool.num_envs) if w not in running][: len(pending)]
         if free:
             starts = [pending.popleft() for _ in free]
-            results = pool.reset(free, spec, [state for _, state in starts], task.name)
+            # Episode k gets the task's k-th fixture placement, as in OpenVLA's one-env loop.
+            episode_ids = [k for k, _ in starts]
+            results = pool.reset(free, spec, [state for _, state in starts], episode_ids, task_label=task.name)
             for w, (state_id, _), result in zip(free, starts, results):
                 episode = start_episode(state_id, result, video != "none")
                 if result is None:
@@ -585,7 +586,7 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
             "max_steps": rollout.EVAL_MAX_STEPS,
             "camera_size": PROTOCOL_CAMERA_SIZE,
             "seed": PROTOCOL_SEED,
-            "env_seed": ENV_SEED,
+            "fixture_placements": f"episode k: the k-th after seeding the task's env with {rollout.PLACEMENT_SEED}",
             "success": "env done",
         },
         "departures": {suite: r["departures"] for suite, r in results.items()},

@@ -191,10 +191,11 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
     init_states = rollout.get_init_states(suite, task_id)[:num_init_states]
     env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=rollout.env_horizon(num_random_steps))
     rng = np.random.default_rng(seed)
-    states, infos, labels = [], [], []
+    states, infos, labels, placement_rng_states = [], [], [], []
     try:
-        for k, init_state in enumerate(init_states):
-            initial = rewards.build_reward_state(env, rollout.reset_env(env, init_state, seed), 0, False)
+        for k, init_state in enumerate(init_states):  # as evaluation's episode k: init state k, placement k
+            obs = rollout.reset_env(env, init_state, placement=k, rng_states=placement_rng_states)
+            initial = rewards.build_reward_state(env, obs, 0, False)
             # The reward serves training, so `info` carries the training cap, as in a tgrpo.py run.
             info = rewards.build_reward_info(
                 suite, task.name, rollout.task_instruction(suite, task_id), max_steps=rollout.TRAIN_MAX_STEPS[suite],

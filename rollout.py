@@ -77,7 +77,7 @@ class Args:
     task_ids: tuple[int, ...] = (8,)
     """tasks of the suite to collect one group each for (0-9; 0-89 for libero_90)"""
     init_state_id: int = 0
-    """which of the task's 50 fixed init states all envs start from"""
+    """which of the task's 50 fixed init states all envs start from (with evaluation's fixture placement of that episode)"""
     num_envs: int = 4
     """N: parallel trajectories in the group, one worker process each"""
     max_steps: Optional[int] = None
@@ -91,7 +91,7 @@ class Args:
     reward_file: Optional[str] = None
     """reward file to use instead of rewards/<suite>/<task_name>.py"""
     seed: int = 1
-    """seed of torch, numpy and the envs' fixture placements"""
+    """seed of the sampling (torch, numpy); fixture placements follow the task's sequence (README, "Conventions")"""
     video: VideoChoice = "none"
     """write an mp4 of the frames the policy saw for no env, the envs that failed, or all envs"""
     camera_size: int = 256
@@ -114,6 +114,7 @@ class UsageError(ValueError):
     """Bad user input: the scripts print it as one line naming the flag, without a traceback."""
 
 
+PLACEMENT_SEED = 0  # OpenVLA's evaluation seeds every task's env with 0 (see seed_placement)
 NUM_WAIT_STEPS = 10  # objects are dropped from ~7 cm at reset; let them settle as OpenVLA's evaluation does
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1.0])
 CONTROL_FREQ = 20
@@ -605,14 +606,30 @@ def env_horizon(max_steps: int) -> int:
     return max_steps + NUM_WAIT_STEPS + 10
 
 
-def reset_env(env, init_state: np.ndarray, seed: int = 0) -> dict:
-    """Reset to a fixed init state, then let the dropped objects settle.
+def seed_placement(env, placement: int, rng_states: list) -> None:
+    """Set numpy's global RNG so that the next reset draws fixture placement number `placement` of the task.
 
     LIBERO's init states do not cover fixture placements (cabinet, stove, rack live in the model, not the
-    state), and every reset re-samples them from numpy's global RNG. Reseeding first makes an episode a
-    function of (init state, seed) alone, whichever worker runs it and whatever it ran before.
+    state), and every reset draws them from numpy's global RNG. OpenVLA's evaluation seeds each task's env
+    once with PLACEMENT_SEED and resets before every episode, so episode k gets the k-th draw after the seed
+    (soft and hard resets draw alike; steps and set_init_state draw nothing). `rng_states` caches the RNG
+    state before each reset of that sequence for one task, so reaching a new index costs one reset.
     """
-    env.seed(seed)
+    if not rng_states:
+        env.seed(PLACEMENT_SEED)
+        rng_states.append(np.random.get_state())
+    while len(rng_states) <= placement:
+        np.random.set_state(rng_states[-1])
+        env.reset()
+        rng_states.append(np.random.get_state())
+    np.random.set_state(rng_states[placement])
+
+
+def reset_env(env, init_state: np.ndarray, placement: int = 0, rng_states: Optional[list] = None) -> dict:
+    """Reset to a fixed init state with fixture placement number `placement` (see seed_placement), then let
+    the dropped objects settle. An episode is a function of (init state, placement) alone, whichever worker
+    runs it and whatever it ran before. `rng_states`: the task's cache for seed_placement."""
+    seed_placement(env, placement, [] if rng_states is None else rng_states)
     env.reset()
     obs = env.set_init_state(init_state)
     # A soft reset keeps state that the saved MuJoCo state does not cover: the solver's warm start and the
@@ -636,7 +653,6 @@ class EnvSpec:
     bddl_file: str
     horizon: int
     camera_size: int = 256
-    seed: int = 0
 
 
 def observe(env, obs: dict, step: int, success: bool) -> dict:
@@ -647,19 +663,21 @@ def observe(env, obs: dict, step: int, success: bool) -> dict:
 def run_env_command(held: dict, command: str, payload, in_reward=None):
     """Execute one command on the env in `held`; shared by worker processes and serial mode.
 
-    reset: (EnvSpec, init state, RewardJob or None, env index); step: an action. With a RewardJob, every step's reward
+    reset: (EnvSpec, init state, fixture placement number, RewardJob or None, env index); step: an action. With a RewardJob, every step's reward
     is computed here, confined by rewards.call_reward; `in_reward` (a shared flag) tells the parent that a
     death or a hang happened inside reward code.
     """
     if command == "reset":
-        spec, init_state, job, held["env_index"] = payload
+        spec, init_state, placement, job, held["env_index"] = payload
         if held.get("spec") != spec:
             if held.get("env") is not None:
                 held["env"].close()
             held["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
             held["spec"] = spec
         held["step"], held["job"] = 0, job
-        result = observe(held["env"], reset_env(held["env"], init_state, spec.seed), step=0, success=False)
+        rng_states = held.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
+        obs = reset_env(held["env"], init_state, placement, rng_states)
+        result = observe(held["env"], obs, step=0, success=False)
         if job is not None:
             if held.get("reward_source") != (job.path, job.source):
                 limits = dict(cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, in_reward=in_reward)
@@ -818,15 +836,16 @@ class EnvPool:
             results.append(value)
         return results
 
-    def reset(self, ids: list, spec: EnvSpec, init_states, task_label: str = "", reward_job=None) -> list:
-        """Reset envs `ids` (wait steps included) to one shared init state, or to a list with one state per
-        env; None marks a failed env. With a RewardJob, each later step's result carries its "reward"."""
+    def reset(self, ids: list, spec: EnvSpec, init_states, placements=0, task_label="", reward_job=None) -> list:
+        """Reset envs `ids` (wait steps included) to one shared init state and fixture placement number, or to
+        lists with one per env; None marks a failed env. With a RewardJob, each later step carries its "reward"."""
         if reward_job is not None and not self.parallel:  # limits act on the whole process: never on this one
             reward_job = dataclasses.replace(reward_job, cpu_seconds=None, memory_mb=None)
         self.task_label, self.reward_job = task_label, reward_job
         if isinstance(init_states, np.ndarray) and init_states.ndim == 1:
             init_states = [init_states] * len(ids)
-        payloads = [(spec, state, reward_job, i) for i, state in zip(ids, init_states)]
+        placements = [placements] * len(ids) if isinstance(placements, int) else placements
+        payloads = [(spec, state, k, reward_job, i) for i, state, k in zip(ids, init_states, placements)]
         return self._run(ids, "reset", payloads, self.reset_timeout)
 
     def step(self, ids: list, actions: np.ndarray) -> list:
@@ -974,12 +993,13 @@ def collect_group(
     temperature: float = 1.0,
     termination: str = "first-success",
     camera_size: int = 256,
-    seed: int = 0,
+    placement: int = 0,
     reward_limits: tuple = (rewards.DEFAULT_CPU_SECONDS, rewards.DEFAULT_MEMORY_MB),
     progress: bool = False,
     init_state: Optional[np.ndarray] = None,
 ) -> Group:
-    """Run the pool's N envs from one init state with the policy; see `Group` for what comes back.
+    """Run the pool's N envs from one init state and fixture placement (number `placement` of the task's
+    sequence, see seed_placement) with the policy; see `Group` for what comes back.
 
     The rewards are computed in the env workers (`reward_limits`: CPU seconds and MB per call).
     `init_state` (a flattened MuJoCo state) overrides the task's fixed init state `init_state_id`.
@@ -990,7 +1010,7 @@ def collect_group(
         raise UsageError(f"--max-steps {max_steps}: a trajectory needs at least one step")
     task = get_task(suite, task_id)
     n = pool.num_envs
-    spec = EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size, seed)
+    spec = EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size)
     instruction = task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
     job = RewardJob(reward_file.path, reward_file.source, suite, task.name, instruction, max_steps, *reward_limits)
     timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
@@ -998,7 +1018,7 @@ def collect_group(
 
     if init_state is None:
         init_state = get_init_states(suite, task_id)[init_state_id]
-    results = pool.reset(list(range(n)), spec, init_state, task.name, reward_job=job)
+    results = pool.reset(list(range(n)), spec, init_state, placement, task_label=task.name, reward_job=job)
     timing["simulation"] += time.perf_counter() - start
     live = np.array([r is not None for r in results])
     if not live.any():
@@ -1120,7 +1140,7 @@ def main(args: Args) -> None:
             group = collect_group(
                 policy, pool, suite=args.suite, task_id=task_id, init_state_id=args.init_state_id,
                 reward_file=reward_files[task_id], max_steps=max_steps, temperature=args.temperature,
-                termination=args.termination, camera_size=args.camera_size, seed=args.seed,
+                termination=args.termination, camera_size=args.camera_size, placement=args.init_state_id,
                 reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb), progress=True,
             )
             report_group(group, args, task_id)

@@ -41,7 +41,7 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run name)"""
     seed: int = 1
-    """seed of python, numpy, torch and the envs' fixture placements"""
+    """seed of the sampling (python, numpy, torch); fixture placements follow the task's sequence (README, "Conventions")"""
     torch_deterministic: bool = True
     """sets torch.backends.cudnn.deterministic"""
     track: bool = False
@@ -185,8 +185,13 @@ def trainable_in_float32(model) -> list:
 
 
 def schedule(iteration: int, task_ids: list, num_init_states: int = 50) -> tuple:
-    """(task_id, init_state_id) of an iteration: cycle through the tasks, then the init states."""
-    return task_ids[iteration % len(task_ids)], (iteration // len(task_ids)) % num_init_states
+    """(task_id, init_state_id, visit) of an iteration: cycle through the tasks, then the init states.
+
+    `visit` (how many times the task came before) picks the fixture placement, as the episode number does in
+    evaluation: the 50 first visits of a task see exactly the (init state, placement) pairs evaluation sees.
+    """
+    visit = iteration // len(task_ids)
+    return task_ids[iteration % len(task_ids)], visit % num_init_states, visit
 
 
 def update_policy(policy, group, advantages: torch.Tensor, mask: torch.Tensor, optimizer, args: Args) -> dict:
@@ -630,11 +635,11 @@ def main(args: Args) -> dict:
     try:
         for iteration in progress:
             tick = time.perf_counter()
-            task_id, init_state_id = schedule(iteration, task_ids)
+            task_id, init_state_id, visit = schedule(iteration, task_ids)
             group = rollout.collect_group(
                 policy, pool, suite=args.suite, task_id=task_id, init_state_id=init_state_id,
                 reward_file=reward_files[task_id], max_steps=max_steps, temperature=args.temperature,
-                termination=args.termination, camera_size=args.camera_size, seed=args.seed,
+                termination=args.termination, camera_size=args.camera_size, placement=visit,
                 reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb),
             )
             # A simulator crash is not the policy's doing: leave those trajectories out of the update.

@@ -60,8 +60,8 @@ def measure(policy, args: Args, num_envs: int) -> dict:
         # Warm-up: boots the workers and builds the first task's env, which evaluate.py overlaps with model loading.
         task = rollout.get_task(args.suite, args.task_ids[0])
         horizon = rollout.env_horizon(args.max_steps)
-        spec = rollout.EnvSpec(rollout.task_bddl_path(task), horizon, args.camera_size, evaluate.ENV_SEED)
-        pool.reset(list(range(num_envs)), spec, rollout.get_init_states(args.suite, args.task_ids[0])[0], task.name)
+        spec = rollout.EnvSpec(rollout.task_bddl_path(task), horizon, args.camera_size)
+        pool.reset(list(range(num_envs)), spec, rollout.get_init_states(args.suite, args.task_ids[0])[0])
         start = time.perf_counter()
         result = evaluate.evaluate_suite(
             policy, args.suite, task_ids=list(args.task_ids), trials_per_task=args.trials_per_task,

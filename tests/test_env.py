@@ -8,6 +8,7 @@ import pytest
 
 import rewards
 import rollout
+from libero.libero.envs import OffScreenRenderEnv
 
 ONE_TASK_PER_SUITE = [("libero_spatial", 0), ("libero_object", 0), ("libero_goal", 8), ("libero_10", 0), ("libero_90", 0)]
 
@@ -91,14 +92,49 @@ def test_envs_reset_to_the_same_init_state_observe_the_same():
     pool = rollout.EnvPool(2)
     try:
         init_state = rollout.get_init_states("libero_goal", 8)[3]
-        first, second = pool.reset([0, 1], spec(), init_state, "put_the_bowl_on_the_plate")
+        first, second = pool.reset([0, 1], spec(), init_state, task_label="put_the_bowl_on_the_plate")
         np.testing.assert_array_equal(first["image"], second["image"])
         np.testing.assert_array_equal(first["state"]["eef_pos"], second["state"]["eef_pos"])
         for name, entry in first["state"]["objects"].items():
             np.testing.assert_array_equal(entry["pos"], second["state"]["objects"][name]["pos"])
         # ... and a different init state looks different.
-        other = pool.reset([0], spec(), rollout.get_init_states("libero_goal", 8)[4], "")[0]
+        other = pool.reset([0], spec(), rollout.get_init_states("libero_goal", 8)[4])[0]
         assert np.abs(other["image"].astype(int) - first["image"]).max() > 0
+    finally:
+        pool.close()
+
+
+def fixture_positions(state: dict) -> dict:
+    return {name: entry["pos"] for name, entry in state["objects"].items() if entry["kind"] == "fixture"}
+
+
+def test_episode_k_gets_the_fixture_placement_of_upstreams_loop():
+    # Upstream's evaluation loop, through LIBERO's own API: one env per task (hard resets, its default), seeded
+    # once with 0, a reset before every episode, then the episode's steps.
+    task, init_states = rollout.get_task("libero_goal", 8), rollout.get_init_states("libero_goal", 8)
+    upstream = OffScreenRenderEnv(bddl_file_name=bddl("libero_goal", 8), camera_heights=128, camera_widths=128)
+    upstream.seed(0)
+    expected = []
+    for k in range(3):
+        upstream.reset()
+        obs = upstream.set_init_state(init_states[k])
+        for _ in range(5):
+            obs, _, _, _ = upstream.step(np.zeros(7))
+        expected.append(fixture_positions(rewards.build_reward_state(upstream, obs, 0, False)))
+    upstream.close()
+    assert max(np.abs(expected[0][name] - expected[1][name]).max() for name in expected[0]) > 1e-3
+
+    # Ours, as evaluate.py resets its workers: episodes out of order, on workers that ran other episodes
+    # before, and episode 1 again on the other worker.
+    pool = rollout.EnvPool(2)
+    try:
+        for ids, episodes in (([0, 1], [2, 0]), ([1, 0], [1, 2]), ([0], [1])):
+            results = pool.reset(ids, spec(), [init_states[k] for k in episodes], episodes, task_label=task.name)
+            for k, result in zip(episodes, results):
+                ours = fixture_positions(result["state"])
+                assert ours.keys() == expected[k].keys()
+                for name in ours:
+                    np.testing.assert_allclose(ours[name], expected[k][name], atol=1e-9, err_msg=f"episode {k} {name}")
     finally:
         pool.close()
 
@@ -107,14 +143,14 @@ def test_a_hung_worker_times_out_and_is_replaced(capfd):
     pool = rollout.EnvPool(2, step_timeout=5.0)
     try:
         init_state = rollout.get_init_states("libero_goal", 8)[0]
-        pool.reset([0, 1], spec(), init_state, "put_the_bowl_on_the_plate")
+        pool.reset([0, 1], spec(), init_state, task_label="put_the_bowl_on_the_plate")
         hung_pid = pool.workers[0].pid
         os.kill(hung_pid, signal.SIGSTOP)
         results = pool.step([0, 1], np.zeros((2, 7)))
         assert results[0] is None and results[1] is not None
         assert "no reply within 5 s" in capfd.readouterr().err
         assert pool.workers[0].pid != hung_pid and pool.restarts == 1
-        assert all(r is not None for r in pool.reset([0, 1], spec(), init_state, ""))
+        assert all(r is not None for r in pool.reset([0, 1], spec(), init_state))
     finally:
         pool.close()
 

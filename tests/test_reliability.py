@@ -105,6 +105,19 @@ def test_ctrl_c_saves_exits_130_and_the_resumed_run_is_bit_identical(
     assert_same_adapter(run_dir, uninterrupted)
 
 
+def test_a_failing_reward_stops_the_run_with_one_line_after_a_checkpoint(tiny_cache, tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def compute_reward(state, info):\n    return 1.0 / (state['step'] - 2)\n")
+    flags = {**RUN_FLAGS, "eval_every": 0}
+    result = tgrpo.main(tgrpo.Args(**flags, reward_file=str(broken), output_dir=str(tmp_path), num_iterations=3))
+    assert result["exit_code"] == 1 and result["iteration"] == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[tgrpo] stopped")]
+    assert len(lines) == 1
+    assert f"{broken} raised ZeroDivisionError" in lines[0] and "at step 2 (env 0)" in lines[0], lines[0]
+    state = json.loads((result["run_dir"] / "checkpoint" / "trainer_state.json").read_text())
+    assert state["iteration"] == 0
+
+
 def fake_checkpoint(directory: Path, iteration, complete=True) -> None:
     (directory / "adapter").mkdir(parents=True)
     if complete:

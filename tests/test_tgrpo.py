@@ -161,7 +161,8 @@ def test_a_missing_reward_file_names_the_command_that_makes_it():
 
 
 def test_schedule_cycles_tasks_then_init_states():
-    assert [tgrpo.schedule(k, [2, 5]) for k in range(5)] == [(2, 0), (5, 0), (2, 1), (5, 1), (2, 2)]
+    assert [tgrpo.schedule(k, [2, 5]) for k in range(5)] == [(2, 0, 0), (5, 0, 0), (2, 1, 1), (5, 1, 1), (2, 2, 2)]
+    assert tgrpo.schedule(101, [2, 5]) == (5, 0, 50)  # the 51st visit: init state 0 again, a new placement
 
 
 # ----------------------------------------------------------------------------------------------------------
