@@ -26,7 +26,7 @@ RAISE_EEF = "def compute_reward(state, info):\n    return float(state['eef_pos']
 RUN_FLAGS = dict(
     seed=3, suite="libero_goal", task_ids=(8,), model="tiny", device="cpu", num_envs=2, max_steps=3, camera_size=128,
     learning_rate=1e-3, micro_batch_size=4, save_every=0, video_every=0, eval_every=1, eval_trials_per_task=1,
-    eval_max_steps=40,
+    eval_max_steps=20,
 )
 
 
@@ -59,17 +59,24 @@ def reward_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_cache, reward_file, tmp_path_factory):
-    """Three iterations in one go: the reference every interrupted-and-resumed run must match bit for bit."""
+    """Two iterations in one go: the reference every interrupted-and-resumed run must match bit for bit."""
     output_dir = tmp_path_factory.mktemp("straight")
-    args = tgrpo.Args(**RUN_FLAGS, reward_file=str(reward_file), output_dir=str(output_dir), num_iterations=3)
+    args = tgrpo.Args(**RUN_FLAGS, reward_file=str(reward_file), output_dir=str(output_dir), num_iterations=2)
     return tgrpo.main(args)["run_dir"]
+
+
+def default_ctrl_c() -> None:
+    # A shell runs background jobs with Ctrl-C ignored, and a child inherits that: Python then installs no
+    # KeyboardInterrupt handler. A user's terminal does not ignore it, so neither does this test's child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt_after(line_start: str, argv: list) -> tuple:
     """Run tgrpo.py and send SIGINT (Ctrl-C) as soon as a stdout line starts with `line_start`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "tgrpo.py", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "tgrpo.py", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=default_ctrl_c,
     )
     lines = []
     for line in process.stdout:
@@ -88,7 +95,7 @@ def interrupt_after(line_start: str, argv: list) -> tuple:
 def test_ctrl_c_saves_exits_130_and_the_resumed_run_is_bit_identical(
     when, line_start, uninterrupted, reward_file, tmp_path
 ):
-    code, out, err = interrupt_after(line_start, cli_flags(reward_file, tmp_path, "interrupted", 3))
+    code, out, err = interrupt_after(line_start, cli_flags(reward_file, tmp_path, "interrupted", 2))
     assert code == 130, (when, out[-2000:], err[-2000:])
     assert "interrupted; saving the" in out
     run_dir = next(tmp_path.glob("libero_goal__interrupted__*"))
@@ -164,7 +171,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_so(uninterrupted, t
     assert "could not write the checkpoint of iteration 4" in message and "--resume" in message
     assert f"the last good checkpoint is kept at {run_dir / 'checkpoint'}" in message and "\n" not in message
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint"]
-    assert json.loads((run_dir / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 3
+    assert json.loads((run_dir / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 2
     for name, tensor in adapter(run_dir).items():
         assert torch.equal(tensor, before[name])
 

@@ -195,7 +195,9 @@ def test_a_half_done_two_predicate_task_scores_in_between():
 
 def test_every_shipped_reward_file_passes_gen_reward_check():
     # The same validator an LLM-written file must pass: real states of every task, finite, deterministic, varying.
-    command = [sys.executable, "gen_reward.py", "--check", "--suite", "all"]
+    # Two init states with two random actions each: 6 real states per task, enough to catch a constant reward.
+    command = [sys.executable, "gen_reward.py", "--check", "--suite", "all", "--validation-init-states", "2"]
+    command += ["--validation-random-steps", "2"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "all 40 reward files passed --check" in result.stdout + result.stderr
