@@ -423,8 +423,16 @@ def evaluate_suite(
     try:
         for task_id, states in episodes_by_task.items():
             evaluate_task(
-                policy, pool, suite=suite, task_id=task_id, init_states=states, max_steps=max_steps,
-                temperature=temperature, camera_size=camera_size, video=video, video_dir=video_dir,
+                policy,
+                pool,
+                suite=suite,
+                task_id=task_id,
+                init_states=states,
+                max_steps=max_steps,
+                temperature=temperature,
+                camera_size=camera_size,
+                video=video,
+                video_dir=video_dir,
                 on_episode=on_episode,
             )
     finally:
@@ -519,6 +527,7 @@ def robustness_rows(results: dict) -> list:
 
 def format_robustness_table(results: dict, departed: bool) -> str:
     """Per clean suite: one row per model (clean, lan, object, swap, task, drop), then the published OpenVLA row."""
+
     def cells(values) -> str:
         return " | ".join("-" if value is None else f"{value:.1f}" for value in values)
 
@@ -626,8 +635,15 @@ def main_robustness(args: Args) -> dict:
                 policy = load_policy(args.model, suite, lora_dir, args.device, args.dtype)
                 loaded = (rollout.base_suite(suite), lora_dir)
             result = evaluate_suite(
-                policy, suite, task_ids=args.task_ids, trials_per_task=args.trials_per_task, max_steps=args.max_steps,
-                temperature=args.temperature, camera_size=args.camera_size, pool=pool, video=args.video,
+                policy,
+                suite,
+                task_ids=args.task_ids,
+                trials_per_task=args.trials_per_task,
+                max_steps=args.max_steps,
+                temperature=args.temperature,
+                camera_size=args.camera_size,
+                pool=pool,
+                video=args.video,
                 video_dir=str(video_dir / model),
             )
             result["departures"] += seed_departure(args)
@@ -660,8 +676,15 @@ def main(args: Args) -> dict:
         for i, suite in enumerate(suites):
             policy = load_policy(args.model, suite, args.lora[i] if args.lora else None, args.device, args.dtype)
             result = evaluate_suite(
-                policy, suite, task_ids=args.task_ids, trials_per_task=args.trials_per_task, max_steps=args.max_steps,
-                temperature=args.temperature, camera_size=args.camera_size, pool=pool, video=args.video,
+                policy,
+                suite,
+                task_ids=args.task_ids,
+                trials_per_task=args.trials_per_task,
+                max_steps=args.max_steps,
+                temperature=args.temperature,
+                camera_size=args.camera_size,
+                pool=pool,
+                video=args.video,
                 video_dir=str(video_dir),
             )
             result["departures"] += seed_departure(args)

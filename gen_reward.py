@@ -198,7 +198,10 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
             initial = rewards.build_reward_state(env, obs, 0, False)
             # The reward serves training, so `info` carries the training cap, as in a tgrpo.py run.
             info = rewards.build_reward_info(
-                suite, task.name, rollout.task_instruction(suite, task_id), max_steps=rollout.TRAIN_MAX_STEPS[suite],
+                suite,
+                task.name,
+                rollout.task_instruction(suite, task_id),
+                max_steps=rollout.TRAIN_MAX_STEPS[suite],
                 initial=initial,
             )
             states.append(initial)
@@ -233,13 +236,18 @@ def run_validation_process(job: dict, timeout: float, secret_names: tuple) -> di
         ) from None
     if done.returncode != 0:
         raise rewards.reward_process_died(
-            filename, done.returncode, where="during validation", cpu_seconds=job["cpu_seconds"],
+            filename,
+            done.returncode,
+            where="during validation",
+            cpu_seconds=job["cpu_seconds"],
             memory_mb=job["memory_mb"],
         )
     try:
         return json.loads(done.stdout)
     except ValueError:
-        raise rollout.RewardFileError(f"{filename}: the validation process answered garbage: {done.stdout[:200]!r}") from None
+        raise rollout.RewardFileError(
+            f"{filename}: the validation process answered garbage: {done.stdout[:200]!r}"
+        ) from None
 
 
 def summarize_rewards(first: list, second: list, labels: list, filename: str, settings: dict) -> ValidationSummary:
@@ -278,8 +286,13 @@ def validate_reward_source(
     settings = validation_settings(args)
     states, infos, labels = collect_validation_states(suite, task_id, **settings)
     job = dict(
-        source=source, filename=filename, states=states, infos=infos, labels=labels,
-        cpu_seconds=args.reward_cpu_seconds, memory_mb=args.reward_memory_mb,
+        source=source,
+        filename=filename,
+        states=states,
+        infos=infos,
+        labels=labels,
+        cpu_seconds=args.reward_cpu_seconds,
+        memory_mb=args.reward_memory_mb,
     )
     answer = run_validation_process(job, args.validation_timeout, secret_names)
     if answer["status"] != "ok":
@@ -746,7 +759,9 @@ def main(args: Args) -> None:
         except rollout.RewardFileError as error:
             failures.append(f"{suite}/{task.name}: {error}")
             continue
-        header = render_header(suite, task, args, attempt=attempt, prompt=prompt, key_pose_note=key_pose_note, summary=summary)
+        header = render_header(
+            suite, task, args, attempt=attempt, prompt=prompt, key_pose_note=key_pose_note, summary=summary
+        )
         write_atomically(path, redact(header + "\n" + source, api_key))
         log(f"wrote {path}: {summary}")
     if failures:

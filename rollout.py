@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path
-from typing import Callable, Literal, Optional, get_args
+from typing import Literal, Optional, get_args
 
 import imageio
 import numpy as np
@@ -47,7 +47,6 @@ from tqdm import tqdm
 import rewards
 from openvla_image import preprocess_image
 from rewards import RewardFileError
-
 
 BASE_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 # LIBERO-PRO (arXiv 2510.03827) perturbation suites, shipped by the pinned LIBERO distribution as <base>_<key>:
@@ -253,7 +252,9 @@ class VLAPolicy:
         inputs = self.prepare(images, instruction)
         input_ids = torch.cat([inputs["input_ids"], tokens], dim=1)
         attention_mask = torch.nn.functional.pad(inputs["attention_mask"], (0, ACTION_DIM), value=1)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=inputs["pixel_values"]).logits
+        logits = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=inputs["pixel_values"]
+        ).logits
         # The image patches make logits longer than input_ids, so index from the end.
         logp = action_log_softmax(logits[:, -ACTION_DIM - 1 : -1], temperature)
         return logp.gather(-1, (tokens - ACTION_TOKEN_BEGIN)[..., None])[..., 0].sum(-1)
@@ -337,8 +338,10 @@ def version_problem(installed: dict) -> Optional[str]:
             wrong.append(f"{have}, OpenVLA's stack needs {' or '.join(working)}")
     if not wrong:
         return None
-    return (f"{'; '.join(wrong)}. Run `pip install -r requirements.txt` (or set {ALLOW_UNTESTED_VERSIONS}=1 to "
-            "run anyway: transformers 4.50 or later silently ignores the image)")  # fmt: skip
+    return (
+        f"{'; '.join(wrong)}. Run `pip install -r requirements.txt` (or set {ALLOW_UNTESTED_VERSIONS}=1 to "
+        "run anyway: transformers 4.50 or later silently ignores the image)"
+    )
 
 
 @lru_cache(maxsize=None)  # cached only when it passes: the override warning prints once
@@ -362,8 +365,9 @@ def read_checkpoint_json(file: Path, model: str) -> dict:
     try:
         return json.loads(file.read_text())
     except ValueError as error:
-        raise UsageError(f"--model {model}: {file} is not valid JSON ({error}); copy or download the "
-                         "checkpoint again") from None  # fmt: skip
+        raise UsageError(
+            f"--model {model}: {file} is not valid JSON ({error}); copy or download the " "checkpoint again"
+        ) from None
 
 
 # Where the remote code of a model type lives, for the message when a local checkpoint lacks it.
@@ -415,13 +419,17 @@ def remote_code_problem(directory: Path) -> Optional[str]:
         files = sorted(missing_here)
         where = f"from https://huggingface.co/{source}" if source else "from where the checkpoint came from"
         fetch = f" (`huggingface-cli download {source} {' '.join(files)} --local-dir {directory}`)" if source else ""
-        return (f"the code its auto_map names ({named_in}) is not there: fetch {', '.join(files)} {where} into "
-                f"{directory}{fetch}")  # fmt: skip
+        return (
+            f"the code its auto_map names ({named_in}) is not there: fetch {', '.join(files)} {where} into "
+            f"{directory}{fetch}"
+        )
     if not named_in and model_type not in CONFIG_MAPPING:
         files = " ".join(f"{part}_prismatic.py" for part in ("configuration", "modeling", "processing"))
         fetch = f": for OpenVLA, take {files} and their auto_map from {source}" if source else ""
-        return (f"config.json has model_type {model_type!r}, which transformers does not know, and no auto_map "
-                f"naming the code that does; download the complete checkpoint{fetch}")  # fmt: skip
+        return (
+            f"config.json has model_type {model_type!r}, which transformers does not know, and no auto_map "
+            f"naming the code that does; download the complete checkpoint{fetch}"
+        )
     return None
 
 
@@ -451,8 +459,10 @@ def cpu_memory_warning(num_parameters: int, dtype: torch.dtype) -> Optional[str]
     size = num_parameters * dtype.itemsize
     if size < LARGE_ON_CPU_BYTES:
         return None
-    return (f"[rollout] warning: {num_parameters / 1e9:.2f}B parameters in {str(dtype).split('.')[-1]} on the CPU "
-            f"take about {size / 1e9:.0f} GB of memory, and every policy step is slow (a CUDA GPU is far faster)")  # fmt: skip
+    return (
+        f"[rollout] warning: {num_parameters / 1e9:.2f}B parameters in {str(dtype).split('.')[-1]} on the CPU "
+        f"take about {size / 1e9:.0f} GB of memory, and every policy step is slow (a CUDA GPU is far faster)"
+    )
 
 
 def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dtype: DtypeChoice = "auto") -> VLAPolicy:
@@ -466,7 +476,9 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype not in get_args(DtypeChoice):
         raise UsageError(f"--dtype {dtype!r}: use {', '.join(get_args(DtypeChoice))}")
-    torch_dtype = getattr(torch, dtype) if dtype != "auto" else torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch_dtype = (
+        getattr(torch, dtype) if dtype != "auto" else torch.bfloat16 if device.type == "cuda" else torch.float32
+    )
     kwargs = {"torch_dtype": torch_dtype}
     if device.type == "cuda" and torch_dtype == torch.bfloat16 and not is_tiny:
         try:  # flash-attention 2 takes bf16/fp16 only
@@ -684,7 +696,10 @@ def run_env_command(held: dict, command: str, payload, in_reward=None):
                 held["reward_fn"] = rewards.compile_reward_fn(job.source, job.path, **limits)
                 held["reward_source"] = (job.path, job.source)
             held["info"] = rewards.build_reward_info(
-                suite=job.suite, task_name=job.task_name, instruction=job.instruction, max_steps=job.max_steps,
+                suite=job.suite,
+                task_name=job.task_name,
+                instruction=job.instruction,
+                max_steps=job.max_steps,
                 initial=result["state"],
             )
         return result
@@ -695,8 +710,13 @@ def run_env_command(held: dict, command: str, payload, in_reward=None):
         job = held["job"]
         if job is not None:
             result["reward"] = rewards.call_reward(
-                held["reward_fn"], result["state"], held["info"], env_index=held["env_index"],
-                cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, in_reward=in_reward,
+                held["reward_fn"],
+                result["state"],
+                held["info"],
+                env_index=held["env_index"],
+                cpu_seconds=job.cpu_seconds,
+                memory_mb=job.memory_mb,
+                in_reward=in_reward,
             )
         return result
     raise ValueError(f"unknown env command {command!r}")
@@ -824,7 +844,10 @@ class EnvPool:
                 job, worker = self.reward_job, self.workers[i]
                 exitcode = None if worker.is_alive() else worker.exitcode
                 raise rewards.reward_process_died(
-                    job.path, exitcode, where=f"(env {i}, {command})", cpu_seconds=job.cpu_seconds,
+                    job.path,
+                    exitcode,
+                    where=f"(env {i}, {command})",
+                    cpu_seconds=job.cpu_seconds,
                     memory_mb=job.memory_mb,
                 )
         results = []
@@ -1103,7 +1126,9 @@ def check_device(device: Optional[str]) -> None:
     except RuntimeError:
         raise UsageError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:<index>") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (--model tiny runs fast there)")
+        raise UsageError(
+            f"--device {device}: no CUDA GPU is visible here; use --device cpu (--model tiny runs fast there)"
+        )
     if kind not in ("cpu", "cuda"):
         raise UsageError(f"--device {device}: use cpu or cuda")
 
@@ -1112,7 +1137,12 @@ def check_args(args: Args) -> None:
     for task_id in args.task_ids:
         get_task(args.suite, task_id)
     problems = [
-        (not 0 <= args.init_state_id < 50, "--init-state-id", args.init_state_id, "LIBERO tasks have init states 0..49"),
+        (
+            not 0 <= args.init_state_id < 50,
+            "--init-state-id",
+            args.init_state_id,
+            "LIBERO tasks have init states 0..49",
+        ),
         (args.num_envs < 1, "--num-envs", args.num_envs, "use 1 or more"),
         (args.max_steps is not None and args.max_steps < 1, "--max-steps", args.max_steps, "use 1 or more"),
         (args.temperature < 0, "--temperature", args.temperature, "use 0 (greedy) or more"),
@@ -1138,10 +1168,19 @@ def main(args: Args) -> None:
         policy = load_vla(args.model, args.suite, args.device, args.dtype)
         for task_id, task in tasks.items():
             group = collect_group(
-                policy, pool, suite=args.suite, task_id=task_id, init_state_id=args.init_state_id,
-                reward_file=reward_files[task_id], max_steps=max_steps, temperature=args.temperature,
-                termination=args.termination, camera_size=args.camera_size, placement=args.init_state_id,
-                reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb), progress=True,
+                policy,
+                pool,
+                suite=args.suite,
+                task_id=task_id,
+                init_state_id=args.init_state_id,
+                reward_file=reward_files[task_id],
+                max_steps=max_steps,
+                temperature=args.temperature,
+                termination=args.termination,
+                camera_size=args.camera_size,
+                placement=args.init_state_id,
+                reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb),
+                progress=True,
             )
             report_group(group, args, task_id)
     finally:

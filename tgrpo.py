@@ -122,7 +122,9 @@ class Args:
     """where a run's outputs go: <output-dir>/<run name>/"""
 
 
-def compute_advantages(rewards: torch.Tensor, mask: torch.Tensor, alpha_step: float, alpha_traj: float, eps: float = 1e-8):
+def compute_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, alpha_step: float, alpha_traj: float, eps: float = 1e-8
+):
     """TGRPO's advantage for one group of N trajectories: (fused, step-level S, trajectory-level T).
 
     S[i, t] is the z-score of R[i, t] across the trajectories that exist at step t; T[i] is the z-score of
@@ -371,8 +373,10 @@ def read_checkpoint_files(checkpoint: Path) -> dict:
             loaded[name] = torch.load(checkpoint / name, weights_only=False)
         except Exception as error:
             raise damaged(checkpoint / name, error) from None
-    for path, check in ((checkpoint / "adapter" / "adapter_config.json", lambda f: json.loads(f.read_text())),
-                        (checkpoint / "adapter" / "adapter_model.safetensors", lambda f: safe_open(str(f), "pt").keys())):
+    for path, check in (
+        (checkpoint / "adapter" / "adapter_config.json", lambda f: json.loads(f.read_text())),
+        (checkpoint / "adapter" / "adapter_model.safetensors", lambda f: safe_open(str(f), "pt").keys()),
+    ):
         try:
             check(path)
         except Exception as error:
@@ -384,7 +388,9 @@ def warn_changed_rewards(saved_hashes: dict, reward_files: dict) -> None:
     for task_id, reward_file in reward_files.items():
         before = saved_hashes.get(str(task_id))
         if before is not None and before != reward_file.sha256:
-            print(f"[tgrpo] warning: {reward_file.path} changed since the checkpoint; the run continues with the new one")
+            print(
+                f"[tgrpo] warning: {reward_file.path} changed since the checkpoint; the run continues with the new one"
+            )
 
 
 @contextmanager
@@ -449,7 +455,11 @@ def selected_task_ids(args: Args) -> list:
 
 def prepare_run_dir(args: Args) -> Path:
     """The run directory, created and proven writable before anything slow happens."""
-    run_dir = Path(args.resume) if args.resume else Path(args.output_dir) / f"{args.suite}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = (
+        Path(args.resume)
+        if args.resume
+        else Path(args.output_dir) / f"{args.suite}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    )
     flag = "--resume" if args.resume else "--output-dir"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -458,7 +468,9 @@ def prepare_run_dir(args: Args) -> Path:
         probe.unlink()
     except OSError as error:
         where = args.resume or args.output_dir
-        raise UsageError(f"{flag} {where}: cannot write to {run_dir} ({error.strerror}); choose a writable directory") from None
+        raise UsageError(
+            f"{flag} {where}: cannot write to {run_dir} ({error.strerror}); choose a writable directory"
+        ) from None
     return run_dir
 
 
@@ -493,8 +505,14 @@ def save_video(run_dir: Path, group, iteration: int) -> None:
 def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteration: int) -> None:
     # Greedy: it draws no random numbers, so the training RNG stream is the same with or without it.
     result = evaluate.evaluate_suite(
-        policy, args.suite, task_ids=task_ids, trials_per_task=args.eval_trials_per_task, pool=pool,
-        max_steps=args.eval_max_steps, camera_size=args.camera_size, progress=False,
+        policy,
+        args.suite,
+        task_ids=task_ids,
+        trials_per_task=args.eval_trials_per_task,
+        pool=pool,
+        max_steps=args.eval_max_steps,
+        camera_size=args.camera_size,
+        progress=False,
     )
     writer.add_scalar("eval/success_rate", result["success_rate"], iteration)
     print(f"[tgrpo] eval at iteration {iteration}: {result['success_rate']:.1%} over {len(task_ids)} tasks")
@@ -504,7 +522,9 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path]):
     """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer."""
     policy = rollout.load_vla(args.model, args.suite, args.device, args.dtype)
     if args.gradient_checkpointing and policy.device.type == "cuda":
-        policy.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.model.language_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     if checkpoint is None:
         policy.model = add_lora(policy.model, args.lora_rank, args.lora_alpha)
     else:
@@ -542,9 +562,13 @@ def estimate_update_memory(
 
 
 def update_memory_problem(
-    num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int, gradient_checkpointing: bool,
+    num_params: int,
+    param_bytes: int,
+    lora_params: int,
+    micro_batch_size: int,
+    gradient_checkpointing: bool,
     available_bytes: float,
-) -> Optional[str]:  # fmt: skip
+) -> Optional[str]:
     """None if the update fits in `available_bytes`; otherwise one line naming the flags that would fit."""
 
     def need(size: int, checkpointing: bool) -> float:
@@ -576,8 +600,14 @@ def check_update_memory(policy, args: Args) -> None:
     lora_params = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
     free, _ = torch.cuda.mem_get_info(policy.device)
     available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
-    problem = update_memory_problem(sum(p.numel() for p in frozen), frozen[0].element_size(), lora_params,
-                                    args.micro_batch_size, args.gradient_checkpointing, available)  # fmt: skip
+    problem = update_memory_problem(
+        sum(p.numel() for p in frozen),
+        frozen[0].element_size(),
+        lora_params,
+        args.micro_batch_size,
+        args.gradient_checkpointing,
+        available,
+    )
     if problem:
         raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
 
@@ -597,11 +627,17 @@ def main(args: Args) -> dict:
         import wandb
 
         wandb.init(
-            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-            name=run_dir.name, save_code=True,
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_dir.name,
+            save_code=True,
         )
     writer = SummaryWriter(str(run_dir))
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -637,9 +673,17 @@ def main(args: Args) -> dict:
             tick = time.perf_counter()
             task_id, init_state_id, visit = schedule(iteration, task_ids)
             group = rollout.collect_group(
-                policy, pool, suite=args.suite, task_id=task_id, init_state_id=init_state_id,
-                reward_file=reward_files[task_id], max_steps=max_steps, temperature=args.temperature,
-                termination=args.termination, camera_size=args.camera_size, placement=visit,
+                policy,
+                pool,
+                suite=args.suite,
+                task_id=task_id,
+                init_state_id=init_state_id,
+                reward_file=reward_files[task_id],
+                max_steps=max_steps,
+                temperature=args.temperature,
+                termination=args.termination,
+                camera_size=args.camera_size,
+                placement=visit,
                 reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb),
             )
             # A simulator crash is not the policy's doing: leave those trajectories out of the update.
@@ -681,7 +725,9 @@ def main(args: Args) -> dict:
         pool.close()
         checkpoint = checkpoint_now()
         writer.close()
-        print(f"[tgrpo] checkpoint after {boundary['iteration']} iterations: {checkpoint} (continue with --resume {run_dir})")
+        print(
+            f"[tgrpo] checkpoint after {boundary['iteration']} iterations: {checkpoint} (continue with --resume {run_dir})"
+        )
     return {"run_dir": run_dir, "iteration": boundary["iteration"], "exit_code": exit_code}
 
 

@@ -64,8 +64,14 @@ def measure(policy, args: Args, num_envs: int) -> dict:
         pool.reset(list(range(num_envs)), spec, rollout.get_init_states(args.suite, args.task_ids[0])[0])
         start = time.perf_counter()
         result = evaluate.evaluate_suite(
-            policy, args.suite, task_ids=list(args.task_ids), trials_per_task=args.trials_per_task,
-            max_steps=args.max_steps, camera_size=args.camera_size, pool=pool, progress=False,
+            policy,
+            args.suite,
+            task_ids=list(args.task_ids),
+            trials_per_task=args.trials_per_task,
+            max_steps=args.max_steps,
+            camera_size=args.camera_size,
+            pool=pool,
+            progress=False,
         )
         wall = time.perf_counter() - start
     finally:

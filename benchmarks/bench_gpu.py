@@ -64,8 +64,10 @@ class Args:
 def check_device(args: Args) -> None:
     """One line, and no traceback, when this machine cannot run what was asked."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("error: bench_gpu.py needs a CUDA GPU and none is visible; to check the script on a CPU, run it "
-                 "with --model tiny --device cpu")  # fmt: skip
+        sys.exit(
+            "error: bench_gpu.py needs a CUDA GPU and none is visible; to check the script on a CPU, run it "
+            "with --model tiny --device cpu"
+        )
     if args.device == "cpu" and args.model != "tiny":
         sys.exit(f"error: --device cpu runs only --model tiny (a 7B model on a CPU takes hours), not {args.model}")
 
@@ -94,8 +96,12 @@ def machine_lines(policy) -> list:
         name = torch.cuda.get_device_name(policy.device)
         total_gb = torch.cuda.get_device_properties(policy.device).total_memory / 1e9
         try:
-            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=30).stdout.split()[0]  # fmt: skip
+            driver = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.split()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             driver = "unknown"
         lines = [f"- GPU: {name}, {total_gb:.1f} GB, driver {driver}"]
@@ -146,11 +152,19 @@ def synthetic_group(policy, instruction: str, samples: int, seed: int) -> rollou
     images = random_images(samples, seed)
     tokens, log_probs, _ = policy.act(images, instruction)
     return rollout.Group(
-        suite="", task_name="synthetic", instruction=instruction, init_state_id=0, images=images[:, None],
-        tokens=tokens[:, None], log_probs=log_probs[:, None], rewards=np.zeros((samples, 1), np.float32),
-        mask=np.ones((samples, 1), bool), success=np.zeros(samples, bool), lengths=np.ones(samples, np.int64),
+        suite="",
+        task_name="synthetic",
+        instruction=instruction,
+        init_state_id=0,
+        images=images[:, None],
+        tokens=tokens[:, None],
+        log_probs=log_probs[:, None],
+        rewards=np.zeros((samples, 1), np.float32),
+        mask=np.ones((samples, 1), bool),
+        success=np.zeros(samples, bool),
+        lengths=np.ones(samples, np.int64),
         failed=np.zeros(samples, bool),
-    )  # fmt: skip
+    )
 
 
 def set_gradient_checkpointing(policy, enabled: bool) -> None:
@@ -246,8 +260,14 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
     """One TGRPO iteration as tgrpo.main runs it: collect a group on LIBERO, advantages, one update."""
     task = rollout.get_task(args.suite, args.task_id)
     reward_file = rollout.read_reward_file(args.suite, task.name)
-    collect = dict(suite=args.suite, task_id=args.task_id, init_state_id=0, reward_file=reward_file,
-                   termination="independent", seed=args.seed)  # fmt: skip
+    collect = dict(
+        suite=args.suite,
+        task_id=args.task_id,
+        init_state_id=0,
+        reward_file=reward_file,
+        termination="independent",
+        seed=args.seed,
+    )
     tick = time.perf_counter()
     pool = rollout.EnvPool(args.num_envs)
     try:
@@ -275,7 +295,8 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
         "",
         "| iteration | " + " | ".join(parts) + " | env steps/s |",
         "|---:|" + "---:|" * (len(parts) + 1),
-        f"| {total:.1f} s | " + " | ".join(f"{v:.1f} s ({v / total:.0%})" for v in parts.values())
+        f"| {total:.1f} s | "
+        + " | ".join(f"{v:.1f} s ({v / total:.0%})" for v in parts.values())
         + f" | {samples / group.timing['total']:.1f} |",
     ]
 
@@ -289,8 +310,13 @@ def main(args: Args) -> str:
     load_seconds = time.perf_counter() - tick
     num_parameters = sum(p.numel() for p in policy.model.parameters())
     instruction = rollout.get_task(args.suite, args.task_id).language
-    report = [f"## bench_gpu.py: {args.model or 'OpenVLA-7B-shaped random model'} ({num_parameters / 1e9:.3f}B "
-              f"parameters, loaded in {load_seconds:.0f} s)", "", *machine_lines(policy), ""]  # fmt: skip
+    report = [
+        f"## bench_gpu.py: {args.model or 'OpenVLA-7B-shaped random model'} ({num_parameters / 1e9:.3f}B "
+        f"parameters, loaded in {load_seconds:.0f} s)",
+        "",
+        *machine_lines(policy),
+        "",
+    ]
     print("\n".join(report), flush=True)
 
     base_latency = measure_latency(policy, instruction, args)  # the plain model, as evaluate.py runs it

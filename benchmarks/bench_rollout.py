@@ -38,8 +38,15 @@ class Args:
 
 def collect(policy, pool, args, reward_file) -> rollout.Group:
     return rollout.collect_group(
-        policy, pool, suite=args.suite, task_id=args.task_id, init_state_id=0, reward_file=reward_file,
-        max_steps=args.max_steps, termination="independent", seed=args.seed,
+        policy,
+        pool,
+        suite=args.suite,
+        task_id=args.task_id,
+        init_state_id=0,
+        reward_file=reward_file,
+        max_steps=args.max_steps,
+        termination="independent",
+        seed=args.seed,
     )
 
 

@@ -47,9 +47,19 @@ def main(args: Args) -> None:
     run_dir = args.summarize
     if run_dir is None:
         train_args = tgrpo.Args(
-            exp_name="learning_signal", model="tiny", device="cpu", suite="libero_goal", task_ids=(8,),
-            reward_file=str(ROOT / "tests" / "data" / "raise_eef.py"), num_envs=4, max_steps=8, camera_size=128,
-            learning_rate=args.learning_rate, num_iterations=args.num_iterations, save_every=0, video_every=0,
+            exp_name="learning_signal",
+            model="tiny",
+            device="cpu",
+            suite="libero_goal",
+            task_ids=(8,),
+            reward_file=str(ROOT / "tests" / "data" / "raise_eef.py"),
+            num_envs=4,
+            max_steps=8,
+            camera_size=128,
+            learning_rate=args.learning_rate,
+            num_iterations=args.num_iterations,
+            save_every=0,
+            video_every=0,
         )
         run_dir = str(tgrpo.main(train_args)["run_dir"])
     print(summarize(run_dir, args.block))

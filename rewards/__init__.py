@@ -97,8 +97,9 @@ SAFE_ATTRIBUTES = {
     tuple: frozenset("count index".split()),
     set: frozenset("""add discard remove pop clear copy union intersection difference symmetric_difference update
                       issubset issuperset isdisjoint""".split()),
-    frozenset: frozenset("copy union intersection difference symmetric_difference issubset issuperset isdisjoint"
-                         .split()),
+    frozenset: frozenset(
+        "copy union intersection difference symmetric_difference issubset issuperset isdisjoint".split()
+    ),
     int: NUMBER_ATTRIBUTES,
     float: NUMBER_ATTRIBUTES,
     complex: NUMBER_ATTRIBUTES,
@@ -258,10 +259,20 @@ def guarded_write(obj, frozen: dict = {}):
 
 
 INPLACE_OPERATORS = {
-    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "@=": operator.imatmul,
-    "<<=": operator.ilshift, ">>=": operator.irshift, "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
-}  # fmt: skip
+    "+=": operator.iadd,
+    "-=": operator.isub,
+    "*=": operator.imul,
+    "/=": operator.itruediv,
+    "//=": operator.ifloordiv,
+    "%=": operator.imod,
+    "**=": operator.ipow,
+    "@=": operator.imatmul,
+    "<<=": operator.ilshift,
+    ">>=": operator.irshift,
+    "&=": operator.iand,
+    "|=": operator.ior,
+    "^=": operator.ixor,
+}
 
 
 def guarded_inplacevar(op: str, target, value, frozen: dict = {}):
@@ -413,8 +424,9 @@ def precheck_reward_source(source: str, filename: str) -> None:
                 f"{filename}: line {line} has a bare `except:`; name the exceptions, e.g. "
                 "`except (KeyError, ValueError):`"
             )
-        elif isinstance(node, (ast.Global, ast.Nonlocal, ast.ClassDef, ast.AsyncFunctionDef, ast.Yield, ast.YieldFrom,
-                               ast.Await)):  # fmt: skip
+        elif isinstance(
+            node, (ast.Global, ast.Nonlocal, ast.ClassDef, ast.AsyncFunctionDef, ast.Yield, ast.YieldFrom, ast.Await)
+        ):
             raise RewardFileError(f"{filename}: line {line} uses {type(node).__name__}, which reward files may not")
     for node in tree.body:
         if not isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign, ast.AnnAssign, ast.Expr)):
@@ -741,10 +753,12 @@ def validation_main() -> None:
     try:
         reward_fn = compile_reward_fn(job["source"], job["filename"], **limits)
         rounds = [
-            [call_reward(reward_fn, state, info, where=f"on the state of {label}", **limits)
-             for state, info, label in zip(job["states"], job["infos"], job["labels"])]
+            [
+                call_reward(reward_fn, state, info, where=f"on the state of {label}", **limits)
+                for state, info, label in zip(job["states"], job["infos"], job["labels"])
+            ]
             for _ in range(2)
-        ]  # fmt: skip
+        ]
         answer = {"status": "ok", "rounds": rounds}
     except RewardFileError as error:
         answer = {"status": "error", "message": str(error)}
@@ -858,5 +872,10 @@ def build_reward_state(env, obs: dict, step: int, success: bool) -> dict:
 
 def build_reward_info(suite: str, task_name: str, instruction: str, max_steps: int, initial: dict) -> dict:
     """The `info` a reward file gets (schema: rewards/README.md); the one place it is built."""
-    return {"suite": suite, "task_name": task_name, "instruction": instruction, "max_steps": int(max_steps),
-            "initial": initial}  # fmt: skip
+    return {
+        "suite": suite,
+        "task_name": task_name,
+        "instruction": instruction,
+        "max_steps": int(max_steps),
+        "initial": initial,
+    }

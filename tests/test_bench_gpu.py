@@ -33,8 +33,11 @@ def test_openvla_7b_preset_has_openvla_7b_shapes():
     assert model.config.model_type == "openvla_shaped"  # so load_vla treats it like the real checkpoint
     llama = model.language_model.config
     assert (llama.num_hidden_layers, llama.hidden_size, llama.num_attention_heads, llama.intermediate_size) == (
-        32, 4096, 32, 11008,
-    )  # fmt: skip
+        32,
+        4096,
+        32,
+        11008,
+    )
     assert model.get_input_embeddings().weight.shape == (32064, 4096)
     patches = model.vision_backbone(torch.zeros(2, 6, 224, 224, device="meta"))
     assert patches.shape == (2, 256, 1024 + 1152)  # DINOv2 ViT-L/14 + SigLIP So400m/14, 16 x 16 patches
@@ -48,8 +51,9 @@ def small_fused_dir(tmp_path_factory):
     """The fused timm branch at small size (two ViT-S/14 DINOv2 towers), written in several shards."""
     config = TinyVLAConfig(
         timm_model_ids=["vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch14_dinov2.lvd142m"],
-        patch_size=14, norm_stats=libero_norm_stats(),
-    )  # fmt: skip
+        patch_size=14,
+        norm_stats=libero_norm_stats(),
+    )
     config.auto_map = AUTO_MAP_MODEL
     out = tmp_path_factory.mktemp("fused") / "vla"
     return build_into(str(out), lambda tmp: write_random_checkpoint(tmp, config, seed=0, max_shard_bytes=20 * 2**20))
@@ -83,7 +87,9 @@ def test_update_memory_estimate_and_advice():
 
     def problem_at(micro_batch_size, gradient_checkpointing, available_bytes):
         return tgrpo.update_memory_problem(
-            **sizes, micro_batch_size=micro_batch_size, gradient_checkpointing=gradient_checkpointing,
+            **sizes,
+            micro_batch_size=micro_batch_size,
+            gradient_checkpointing=gradient_checkpointing,
             available_bytes=available_bytes,
         )
 
@@ -109,9 +115,15 @@ def test_bench_gpu_refuses_what_this_machine_cannot_run(capsys):
 
 def test_bench_gpu_runs_at_toy_size(tiny_cache):
     args = bench_gpu.Args(
-        model="tiny", device="cpu", batch_sizes=(1, 2), latency_repeats=1, micro_batch_sizes=(1, 2), update_samples=4,
-        num_envs=2, max_steps=3,
-    )  # fmt: skip
+        model="tiny",
+        device="cpu",
+        batch_sizes=(1, 2),
+        latency_repeats=1,
+        micro_batch_sizes=(1, 2),
+        update_samples=4,
+        num_envs=2,
+        max_steps=3,
+    )
     report = bench_gpu.main(args)
     lines = report.splitlines()
     assert sum(line.startswith(("| 1 |", "| 2 |")) for line in lines) == 2  # policy step at batch 1 and 2

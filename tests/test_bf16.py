@@ -88,11 +88,19 @@ def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, t
     tokens, log_probs, _ = policy.act(images, INSTRUCTION)
     n, t = 2, 2
     group = rollout.Group(
-        suite="libero_goal", task_name="put_the_bowl_on_the_plate", instruction=INSTRUCTION, init_state_id=0,
-        images=images.reshape(n, t, 224, 224, 3), tokens=tokens.reshape(n, t, 7), log_probs=log_probs.reshape(n, t),
-        rewards=np.zeros((n, t), np.float32), mask=np.ones((n, t), bool), success=np.zeros(n, bool),
-        lengths=np.full(n, t), failed=np.zeros(n, bool),
-    )  # fmt: skip
+        suite="libero_goal",
+        task_name="put_the_bowl_on_the_plate",
+        instruction=INSTRUCTION,
+        init_state_id=0,
+        images=images.reshape(n, t, 224, 224, 3),
+        tokens=tokens.reshape(n, t, 7),
+        log_probs=log_probs.reshape(n, t),
+        rewards=np.zeros((n, t), np.float32),
+        mask=np.ones((n, t), bool),
+        success=np.zeros(n, bool),
+        lengths=np.full(n, t),
+        failed=np.zeros(n, bool),
+    )
     advantages = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
     stats = tgrpo.update_policy(policy, group, advantages, torch.ones(n, t, dtype=torch.bool), optimizer, tgrpo.Args())
     assert stats["logprob_mismatch"] < LOGPROB_MISMATCH_BOUND  # the update scored what the sampler drew
@@ -119,7 +127,9 @@ def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, t
     assert 1e-3 < np.abs(reloaded_log_probs(plain) - after).max() < 0.25
     # tgrpo.py --resume and evaluate.py widen them to fp32 before loading: the log-probs training ended with.
     resumed, _ = tgrpo.load_trainable_policy(tgrpo.Args(model=sharp_dir, device="cpu", dtype="bfloat16"), checkpoint)
-    evaluated = evaluate.load_policy(sharp_dir, "libero_goal", str(checkpoint / "adapter"), device="cpu", dtype="bfloat16")
+    evaluated = evaluate.load_policy(
+        sharp_dir, "libero_goal", str(checkpoint / "adapter"), device="cpu", dtype="bfloat16"
+    )
     for reloaded in (resumed, evaluated):
         assert {p.dtype for name, p in reloaded.model.named_parameters() if "lora_" in name} == {torch.float32}
         np.testing.assert_array_equal(reloaded_log_probs(reloaded), after)

@@ -36,8 +36,15 @@ def eef_height(tmp_path_factory):
 
 def collect(policy, pool, reward, max_steps, **options):
     return rollout.collect_group(
-        policy, pool, suite=SUITE, task_id=TASK_ID, init_state_id=0, reward_file=reward, max_steps=max_steps,
-        camera_size=128, **options,
+        policy,
+        pool,
+        suite=SUITE,
+        task_id=TASK_ID,
+        init_state_id=0,
+        reward_file=reward,
+        max_steps=max_steps,
+        camera_size=128,
+        **options,
     )
 
 

@@ -10,7 +10,13 @@ import rewards
 import rollout
 from libero.libero.envs import OffScreenRenderEnv
 
-ONE_TASK_PER_SUITE = [("libero_spatial", 0), ("libero_object", 0), ("libero_goal", 8), ("libero_10", 0), ("libero_90", 0)]
+ONE_TASK_PER_SUITE = [
+    ("libero_spatial", 0),
+    ("libero_object", 0),
+    ("libero_goal", 8),
+    ("libero_10", 0),
+    ("libero_90", 0),
+]
 
 
 def bddl(suite, task_id):

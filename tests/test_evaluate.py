@@ -61,8 +61,15 @@ def test_cli_two_tasks_prints_the_table_and_writes_json_and_videos(tiny_cache, t
 
 def test_suite_all_prints_table1_beside_the_published_rows(tiny_cache, tmp_path, capsys):
     args = evaluate.Args(
-        suite="all", model="tiny", task_ids=(0,), trials_per_task=1, num_envs=1, max_steps=1, camera_size=128,
-        output_dir=str(tmp_path), device="cpu",
+        suite="all",
+        model="tiny",
+        task_ids=(0,),
+        trials_per_task=1,
+        num_envs=1,
+        max_steps=1,
+        camera_size=128,
+        output_dir=str(tmp_path),
+        device="cpu",
     )
     results = evaluate.main(args)
     (out,) = tmp_path.glob("eval__all__tiny__*/results.json")
@@ -99,7 +106,9 @@ def test_results_do_not_depend_on_num_envs(tiny_policy, pool, bowl_on_plate):
     init = rollout.get_init_states(SUITE, BOWL_TASK)
     states = {BOWL_TASK: [init[0], bowl_on_plate, init[1]]}
     with_two = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], pool=pool, init_states=states, **SMALL)
-    with_one = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], num_envs=1, init_states=states, **SMALL)
+    with_one = evaluate.evaluate_suite(
+        tiny_policy, SUITE, task_ids=[BOWL_TASK], num_envs=1, init_states=states, **SMALL
+    )
     assert [e["length"] for e in with_one["episodes"]] == [5, 1, 5]
     # The fingerprint hashes every action token and the final eef and object positions.
     assert outcomes(with_one) == outcomes(with_two)

@@ -87,8 +87,14 @@ def http_error(status: int, message: str, headers: dict = None) -> dict:
 
 def wire_body(provider: str, reply: dict) -> dict:
     if reply["status"] == 200 and provider == "anthropic":
-        return {"id": "msg_test", "type": "message", "role": "assistant", "model": "test-model",
-                "content": [{"type": "text", "text": reply["text"]}], "stop_reason": "end_turn"}  # fmt: skip
+        return {
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "model": "test-model",
+            "content": [{"type": "text", "text": reply["text"]}],
+            "stop_reason": "end_turn",
+        }
     if reply["status"] == 200:
         choice = {"index": 0, "message": {"role": "assistant", "content": reply["text"]}, "finish_reason": "stop"}
         return {"id": "chatcmpl-test", "object": "chat.completion", "choices": [choice]}
@@ -115,8 +121,9 @@ class ScriptedLLM:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                llm.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                     "time": time.monotonic()})  # fmt: skip
+                llm.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body, "time": time.monotonic()}
+                )
                 reply = llm.replies.pop(0) if llm.replies else http_error(500, "the test script has no more replies")
                 if self.path != llm.expected_path:
                     reply = http_error(404, f"no route {self.path}")
@@ -377,7 +384,9 @@ def task_facts(task_id: int) -> tuple:
 
 @pytest.mark.parametrize("task_id", [TASK_ID, 0])
 def test_dry_run_prompt_carries_the_tasks_own_bddl_values_and_cap(task_id, tmp_path, capfd):
-    gen_reward.main(make_args(tmp_path, task_ids=(task_id,), dry_run=True, validation_init_states=1, validation_random_steps=1))
+    gen_reward.main(
+        make_args(tmp_path, task_ids=(task_id,), dry_run=True, validation_init_states=1, validation_random_steps=1)
+    )
 
     prompt = capfd.readouterr().out
     task, bddl, state, info = task_facts(task_id)
@@ -404,7 +413,9 @@ def test_dry_run_prints_the_demo_key_poses_and_needs_no_key(tmp_path, monkeypatc
 
 
 def test_dry_run_of_another_task_shows_the_bowl_example(tmp_path, capfd):
-    gen_reward.main(make_args(tmp_path, task_ids=(0,), dry_run=True, validation_init_states=1, validation_random_steps=1))
+    gen_reward.main(
+        make_args(tmp_path, task_ids=(0,), dry_run=True, validation_init_states=1, validation_random_steps=1)
+    )
 
     prompt = capfd.readouterr().out
     assert "open_the_middle_drawer_of_the_cabinet" in prompt
@@ -447,7 +458,7 @@ def compute_reward(state, info):
     [
         (ENDLESS_REWARD, "exceeded its CPU-time limit of 1 s per call (--reward-cpu-seconds)"),
         (STATEFUL_REWARD, "a call must keep nothing for the next one"),
-        (CRASHING_REWARD, "raised KeyError: 'bowl_1' (line 3: bowl = state[\"objects\"][\"bowl_1\"][\"pos\"])"),
+        (CRASHING_REWARD, 'raised KeyError: \'bowl_1\' (line 3: bowl = state["objects"]["bowl_1"]["pos"])'),
         (SECRET_READING_REWARD, "line 3 reads the forbidden attribute 'format'"),  # caught before it runs
     ],
     ids=["endless-loop", "stateful", "crash", "format-traversal"],
@@ -489,7 +500,9 @@ def test_check_fails_on_a_constant_reward_file(tmp_path):
     output_file(tmp_path).parent.mkdir(parents=True)
     output_file(tmp_path).write_text(CONSTANT_REWARD)
 
-    result = run_cli("--check", "--suite", SUITE, "--task-ids", str(TASK_ID), "--rewards-dir", str(tmp_path / "rewards"))
+    result = run_cli(
+        "--check", "--suite", SUITE, "--task-ids", str(TASK_ID), "--rewards-dir", str(tmp_path / "rewards")
+    )
 
     assert result.returncode == 1
     assert "1 of 1 reward files failed --check" in result.stderr

@@ -61,8 +61,10 @@ CROSS_REPO_PROCESSOR_MAP = {
     "AutoImageProcessor": "openvla/openvla-7b--processing_prismatic.PrismaticImageProcessor",
     "AutoProcessor": "openvla/openvla-7b--processing_prismatic.PrismaticProcessor",
 }
-LOCAL_MAP = {"AutoConfig": "configuration_prismatic.OpenVLAConfig",
-             "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction"}  # fmt: skip
+LOCAL_MAP = {
+    "AutoConfig": "configuration_prismatic.OpenVLAConfig",
+    "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction",
+}
 
 
 @pytest.fixture()
@@ -80,8 +82,9 @@ def test_code_in_another_repository_names_files_source_and_destination(tmp_path,
     with pytest.raises(rollout.UsageError) as error:
         rollout.resolve_checkpoint(str(directory), "libero_goal")
     message = str(error.value)
-    assert "\n" not in message and message.startswith(f"--model {directory}: its code lives in the hub repository "
-                                                      "openvla/openvla-7b")  # fmt: skip
+    assert "\n" not in message and message.startswith(
+        f"--model {directory}: its code lives in the hub repository " "openvla/openvla-7b"
+    )
     assert ", ".join(PRISMATIC_FILES) in message and "https://huggingface.co/openvla/openvla-7b" in message
     assert f"huggingface-cli download openvla/openvla-7b {' '.join(PRISMATIC_FILES)}" in message
     assert f"--local-dir {directory}" in message and "`openvla/openvla-7b--` prefixes" in message
@@ -99,11 +102,14 @@ def test_code_in_another_repository_names_files_source_and_destination(tmp_path,
 
 def test_missing_local_remote_code_names_the_files(tmp_path, empty_hub_cache):
     directory = checkpoint_dir(tmp_path, LOCAL_MAP, files=["configuration_prismatic.py"])
-    with pytest.raises(rollout.UsageError, match=(
-        r"the code its auto_map names \(config.json\) is not there: fetch modeling_prismatic.py from "
-        r"https://huggingface.co/openvla/openvla-7b into .*openvla-7b-finetuned-libero-goal \(`huggingface-cli "
-        r"download openvla/openvla-7b modeling_prismatic.py --local-dir "
-    )):  # fmt: skip
+    with pytest.raises(
+        rollout.UsageError,
+        match=(
+            r"the code its auto_map names \(config.json\) is not there: fetch modeling_prismatic.py from "
+            r"https://huggingface.co/openvla/openvla-7b into .*openvla-7b-finetuned-libero-goal \(`huggingface-cli "
+            r"download openvla/openvla-7b modeling_prismatic.py --local-dir "
+        ),
+    ):
         rollout.resolve_checkpoint(str(directory), "libero_goal")
     (directory / "modeling_prismatic.py").write_text("# remote code\n")
     assert rollout.resolve_checkpoint(str(directory), "libero_goal") == (str(directory), False)
@@ -111,11 +117,14 @@ def test_missing_local_remote_code_names_the_files(tmp_path, empty_hub_cache):
 
 def test_a_config_without_auto_map_for_an_unknown_model_type_is_explained(tmp_path):
     directory = checkpoint_dir(tmp_path)
-    with pytest.raises(rollout.UsageError, match=(
-        r"config.json has model_type 'openvla', which transformers does not know, and no auto_map .* "
-        r"configuration_prismatic.py modeling_prismatic.py processing_prismatic.py and their auto_map from "
-        r"openvla/openvla-7b"
-    )):  # fmt: skip
+    with pytest.raises(
+        rollout.UsageError,
+        match=(
+            r"config.json has model_type 'openvla', which transformers does not know, and no auto_map .* "
+            r"configuration_prismatic.py modeling_prismatic.py processing_prismatic.py and their auto_map from "
+            r"openvla/openvla-7b"
+        ),
+    ):
         rollout.resolve_checkpoint(str(directory), "libero_goal")
 
 

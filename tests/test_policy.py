@@ -1,6 +1,5 @@
 """Action tokens against OpenVLA's published mapping, and the batched VLA policy on the tiny model."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -52,7 +51,9 @@ def test_norm_stats_accept_either_key_spelling_and_explain_a_miss():
 
 def test_a_checkpoint_that_is_not_there_names_the_choices(tmp_path):
     # Any checkpoint may load on any device (tests/test_loading.py); one that does not exist gets the choices.
-    with pytest.raises(rollout.UsageError, match="neither a checkpoint directory with a config.json nor a hub id.*--model tiny"):
+    with pytest.raises(
+        rollout.UsageError, match="neither a checkpoint directory with a config.json nor a hub id.*--model tiny"
+    ):
         rollout.load_vla(str(tmp_path / "missing"), "libero_goal", device="cpu")
 
 

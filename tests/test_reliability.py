@@ -24,15 +24,32 @@ ROOT = Path(__file__).resolve().parent.parent
 RAISE_EEF = "def compute_reward(state, info):\n    return float(state['eef_pos'][2] - info['initial']['eef_pos'][2])\n"
 # One small run: 2 envs, 3 steps, a periodic greedy evaluation after every iteration.
 RUN_FLAGS = dict(
-    seed=3, suite="libero_goal", task_ids=(8,), model="tiny", device="cpu", num_envs=2, max_steps=3, camera_size=128,
-    learning_rate=1e-3, micro_batch_size=4, save_every=0, video_every=0, eval_every=1, eval_trials_per_task=1,
+    seed=3,
+    suite="libero_goal",
+    task_ids=(8,),
+    model="tiny",
+    device="cpu",
+    num_envs=2,
+    max_steps=3,
+    camera_size=128,
+    learning_rate=1e-3,
+    micro_batch_size=4,
+    save_every=0,
+    video_every=0,
+    eval_every=1,
+    eval_trials_per_task=1,
     eval_max_steps=20,
 )
 
 
 def cli_flags(reward_file, output_dir, exp_name, num_iterations) -> list:
-    flags = {**RUN_FLAGS, "reward_file": reward_file, "output_dir": output_dir, "exp_name": exp_name,
-             "num_iterations": num_iterations}
+    flags = {
+        **RUN_FLAGS,
+        "reward_file": reward_file,
+        "output_dir": output_dir,
+        "exp_name": exp_name,
+        "num_iterations": num_iterations,
+    }
     argv = []
     for name, value in flags.items():
         argv += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
@@ -75,8 +92,13 @@ def interrupt_after(line_start: str, argv: list) -> tuple:
     """Run tgrpo.py and send SIGINT (Ctrl-C) as soon as a stdout line starts with `line_start`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "tgrpo.py", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=default_ctrl_c,
+        [sys.executable, "tgrpo.py", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_ctrl_c,
     )
     lines = []
     for line in process.stdout:
@@ -144,7 +166,9 @@ def fake_checkpoint(directory: Path, iteration, complete=True) -> None:
         ({"checkpoint.old": 5, "checkpoint.tmp": None}, 5),
     ],
 )
-def test_resume_finds_the_newest_complete_checkpoint_whatever_name_a_kill_left(tmp_path, left_behind, expected_iteration):
+def test_resume_finds_the_newest_complete_checkpoint_whatever_name_a_kill_left(
+    tmp_path, left_behind, expected_iteration
+):
     for name, iteration in left_behind.items():
         fake_checkpoint(tmp_path / name, iteration, complete=iteration is not None)
     found = tgrpo.find_checkpoint(tmp_path)
@@ -223,13 +247,19 @@ BAD_INPUTS = [
     ("gen_reward.py", ["--task-ids", "1"], "pass --llm <model name>"),
 ]
 if not torch.cuda.is_available():
-    BAD_INPUTS += [(script, ["--device", "cuda"], "--device cuda: no CUDA GPU") for script in ("tgrpo.py", "evaluate.py")]
+    BAD_INPUTS += [
+        (script, ["--device", "cuda"], "--device cuda: no CUDA GPU") for script in ("tgrpo.py", "evaluate.py")
+    ]
 
 
 @pytest.mark.parametrize("script,argv,message", BAD_INPUTS, ids=[f"{s}:{' '.join(a)}" for s, a, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_without_traceback(script, argv, message, tmp_path, tiny_cache, uninterrupted):
-    places = {"a_file": tmp_path / "a_file", "empty_dir": tmp_path / "empty", "bad_model": tmp_path / "bad_model",
-              "damaged_run": tmp_path / "damaged"}
+    places = {
+        "a_file": tmp_path / "a_file",
+        "empty_dir": tmp_path / "empty",
+        "bad_model": tmp_path / "bad_model",
+        "damaged_run": tmp_path / "damaged",
+    }
     places["a_file"].write_text("not a directory")
     places["empty_dir"].mkdir()
     places["bad_model"].mkdir()

@@ -25,12 +25,23 @@ SECRET_NAME, SECRET = "OPENAI_API_KEY", "sk-test-0123456789abcdef"
 CPU_SECONDS, MEMORY_MB = 1.0, 1024  # 1 s, so that every CPU bomb stops within seconds; the default memory limit
 LOAD_TIME_MARKER = "hostile-load-time-marker"  # what the load-time attacks would create in the working directory
 STATE = {
-    "step": 7, "success": False, "eef_pos": np.array([0.1, 0.2, 1.1]), "eef_quat": np.array([1.0, 0.0, 0.0, 0.0]),
-    "gripper_qpos": np.array([0.04, -0.04]), "gripper_opening": 0.08,
-    "objects": {"plate_1": {"kind": "object", "pos": np.zeros(3), "quat": np.array([0, 0, 0, 1.0]), "grasped": False,
-                            "joint_qpos": np.zeros(0)}},
+    "step": 7,
+    "success": False,
+    "eef_pos": np.array([0.1, 0.2, 1.1]),
+    "eef_quat": np.array([1.0, 0.0, 0.0, 0.0]),
+    "gripper_qpos": np.array([0.04, -0.04]),
+    "gripper_opening": 0.08,
+    "objects": {
+        "plate_1": {
+            "kind": "object",
+            "pos": np.zeros(3),
+            "quat": np.array([0, 0, 0, 1.0]),
+            "grasped": False,
+            "joint_qpos": np.zeros(0),
+        }
+    },
     "goal": [{"predicate": "on", "args": ["akita_black_bowl_1", "plate_1"], "satisfied": False}],
-}  # fmt: skip
+}
 
 
 def header(path: Path, field: str) -> str:
@@ -42,8 +53,9 @@ def header(path: Path, field: str) -> str:
 
 
 def info_with_marker(marker: Path) -> dict:
-    info = rewards.build_reward_info("libero_goal", "put_the_bowl_on_the_plate", "put the bowl on the plate", 300,
-                                     initial=STATE)
+    info = rewards.build_reward_info(
+        "libero_goal", "put_the_bowl_on_the_plate", "put the bowl on the plate", 300, initial=STATE
+    )
     return {**info, "marker": str(marker)}  # where an escape would leave its trace
 
 
@@ -68,8 +80,16 @@ def reward_child(conn, in_reward) -> None:
         cpu = time.process_time() - start
         after = np.empty(2**28)  # 2 GB of address space: the memory limit ended with the call
         secrets = sorted(name for name in os.environ if rewards.is_secret_name(name))
-        conn.send({"status": reply[0], "value": reply[1], "cpu": cpu, "allocated_after": after.nbytes,
-                   "secrets": secrets, "pid": os.getpid()})  # fmt: skip
+        conn.send(
+            {
+                "status": reply[0],
+                "value": reply[1],
+                "cpu": cpu,
+                "allocated_after": after.nbytes,
+                "secrets": secrets,
+                "pid": os.getpid(),
+            }
+        )
 
 
 def start_child(child: dict) -> None:
@@ -109,8 +129,14 @@ def run_in_child(child: dict, path: Path, info: dict, precheck: bool = True, dea
     )
     start_child(child)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime - cpu_before_job  # this job's share
-    return {"status": "died", "value": str(error), "exitcode": process.exitcode, "in_reward": died_in_reward,
-            "wall": wall, "cpu": cpu}  # fmt: skip
+    return {
+        "status": "died",
+        "value": str(error),
+        "exitcode": process.exitcode,
+        "in_reward": died_in_reward,
+        "wall": wall,
+        "cpu": cpu,
+    }
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -222,11 +248,26 @@ def test_every_hostile_file_is_exercised():
 
 @pytest.mark.parametrize(
     "value,name",
-    [("text", "format"), ("text", "format_map"), ("text", "__class__"), (np.zeros(2), "tofile"), (np.zeros(2), "dump"),
-     (np.zeros(2), "dumps"), (np.zeros(2), "ctypes"), (np.zeros(2), "data"), (np.zeros(2), "view"), (np.full, "func"),
-     (len, "name"), (float, "fromhex"), ((x for x in []), "gi_frame"), (rewards.NUMPY_MODULE, "lib"),
-     (rewards.NUMPY_MODULE, "load"), (rewards.LINALG_MODULE, "linalg"), (rewards.MATH_MODULE, "sys")],
-)  # fmt: skip
+    [
+        ("text", "format"),
+        ("text", "format_map"),
+        ("text", "__class__"),
+        (np.zeros(2), "tofile"),
+        (np.zeros(2), "dump"),
+        (np.zeros(2), "dumps"),
+        (np.zeros(2), "ctypes"),
+        (np.zeros(2), "data"),
+        (np.zeros(2), "view"),
+        (np.full, "func"),
+        (len, "name"),
+        (float, "fromhex"),
+        ((x for x in []), "gi_frame"),
+        (rewards.NUMPY_MODULE, "lib"),
+        (rewards.NUMPY_MODULE, "load"),
+        (rewards.LINALG_MODULE, "linalg"),
+        (rewards.MATH_MODULE, "sys"),
+    ],
+)
 def test_the_attribute_guard_refuses_what_leads_out(value, name):
     with pytest.raises(rewards.ContractViolation):
         rewards.guarded_getattr(value, name)
@@ -241,7 +282,7 @@ def test_the_import_guard_hands_out_only_stand_ins():
             rewards.guarded_import(name)
 
 
-LEGITIMATE = '''
+LEGITIMATE = """
 import math
 import numpy as np
 import numpy.linalg as la
@@ -272,7 +313,7 @@ def compute_reward(state, info):
         total += weight * term
     label = f"{state['step']:03d}".zfill(4)
     return float(total + sum(counts.values()) + scratch.max() + math.cos(0.0) + len(label) + np.maximum.reduce([1, 2]))
-'''
+"""
 
 
 def test_legitimate_reward_code_runs_under_the_guards_and_cannot_touch_the_callers_data():
@@ -288,16 +329,19 @@ def test_legitimate_reward_code_runs_under_the_guards_and_cannot_touch_the_calle
 @pytest.mark.parametrize(
     "body,message",
     [
-        ("return state['missing']", "legit.py raised KeyError: 'missing' (line 2: return state['missing']) at step 7 "
-                                    "(env 1); state keys ['eef_pos', 'eef_quat', 'goal', 'gripper_opening', "
-                                    "'gripper_qpos', 'objects', 'step', 'success']; objects [plate_1]"),
+        (
+            "return state['missing']",
+            "legit.py raised KeyError: 'missing' (line 2: return state['missing']) at step 7 "
+            "(env 1); state keys ['eef_pos', 'eef_quat', 'goal', 'gripper_opening', "
+            "'gripper_qpos', 'objects', 'step', 'success']; objects [plate_1]",
+        ),
         ("return float('nan')", "legit.py returned nan at step 7 (env 1); compute_reward must return a finite float"),
         ("return True", "legit.py returned a bool at step 7 (env 1); compute_reward must return one float"),
         ("return state['eef_pos']", "legit.py returned a ndarray of shape (3,) at step 7 (env 1); compute_reward must"),
         ("return 'high'", "legit.py returned a str at step 7 (env 1)"),
     ],
     ids=["raises", "nan", "bool", "array", "string"],
-)  # fmt: skip
+)
 def test_a_failing_reward_becomes_one_line_naming_file_step_env_and_reason(body, message):
     reward_fn = rewards.compile_reward_fn(f"def compute_reward(state, info):\n    {body}\n", "legit.py")
     with pytest.raises(rewards.RewardFileError) as error:
@@ -312,8 +356,17 @@ def test_the_precheck_names_the_line_of_the_first_problem():
 
 
 def test_secrets_are_stripped_from_the_environment_and_restored_after(monkeypatch):
-    names = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "PGPASS",
-             "GOOGLE_APPLICATION_CREDENTIALS", "SSH_AUTH_SOCK", "MY_CUSTOM_THING"]  # fmt: skip
+    names = [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "HF_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "DB_PASSWORD",
+        "PGPASS",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "SSH_AUTH_SOCK",
+        "MY_CUSTOM_THING",
+    ]
     for name in names:
         monkeypatch.setenv(name, SECRET)
     monkeypatch.setenv("MUJOCO_GL", "egl")
@@ -334,15 +387,24 @@ def test_the_reward_process_starts_without_the_parents_secret(child):
 
 def run_validation_process(path: Path, states: list) -> tuple:
     """rewards.validation_main as gen_reward.py starts it: a fresh interpreter, secrets stripped, job on stdin."""
-    job = dict(source=path.read_text(), filename=str(path), states=states, infos=[{}] * len(states),
-               labels=[f"state {k}" for k in range(len(states))], cpu_seconds=CPU_SECONDS,
-               memory_mb=MEMORY_MB)  # fmt: skip
+    job = dict(
+        source=path.read_text(),
+        filename=str(path),
+        states=states,
+        infos=[{}] * len(states),
+        labels=[f"state {k}" for k in range(len(states))],
+        cpu_seconds=CPU_SECONDS,
+        memory_mb=MEMORY_MB,
+    )
     environment = rewards.environ_without_secrets()
     environment["PYTHONPATH"] = str(rewards.REWARDS_DIR.parent)
     done = subprocess.run(
-        [sys.executable, "-c", "import rewards; rewards.validation_main()"], input=pickle.dumps(job),
-        capture_output=True, env=environment, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-c", "import rewards; rewards.validation_main()"],
+        input=pickle.dumps(job),
+        capture_output=True,
+        env=environment,
+        timeout=60,
+    )
     return done.returncode, json.loads(done.stdout) if done.stdout else None
 
 
@@ -407,8 +469,13 @@ def referenced_objects(suite: str, task_name: str) -> list:
     import re
 
     tree = ast.parse(rewards.reward_file_path(suite, task_name).read_text())
-    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and re.fullmatch(r"[a-z][a-z_]*_\d+(_[a-z_]+)?", node.value)]  # fmt: skip
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"[a-z][a-z_]*_\d+(_[a-z_]+)?", node.value)
+    ]
 
 
 SHIPPED = sorted(rewards.REWARDS_DIR.glob("*/*.py"))

@@ -135,11 +135,17 @@ GOAL_CASES = [
     ("libero_goal", "open_the_middle_drawer_of_the_cabinet", middle_drawer_open),
     ("libero_goal", "turn_on_the_stove", stove_on),
     ("libero_goal", "push_the_plate_to_the_front_of_the_stove", plate_in_front_of_stove),
-    ("libero_10", "LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket",
-     soup_and_sauce_in_basket),
+    (
+        "libero_10",
+        "LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket",
+        soup_and_sauce_in_basket,
+    ),
     ("libero_10", "KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it", stove_on_and_moka_pot_on_it),
-    ("libero_10", "KITCHEN_SCENE4_put_the_black_bowl_in_the_bottom_drawer_of_the_cabinet_and_close_it",
-     bowl_in_closed_bottom_drawer),
+    (
+        "libero_10",
+        "KITCHEN_SCENE4_put_the_black_bowl_in_the_bottom_drawer_of_the_cabinet_and_close_it",
+        bowl_in_closed_bottom_drawer,
+    ),
     ("libero_10", "KITCHEN_SCENE6_put_the_yellow_and_white_mug_in_the_microwave_and_close_it", mug_in_closed_microwave),
 ]
 

@@ -60,7 +60,9 @@ def test_object_and_swap_bddls_keep_the_clean_wording_so_they_get_the_clean_inst
 
     for suite in ("libero_goal", "libero_spatial", "libero_object", "libero_10"):
         for key in ("object", "swap"):
-            assert [bddl_language(f"{suite}_{key}", t) for t in range(10)] == [bddl_language(suite, t) for t in range(10)]
+            assert [bddl_language(f"{suite}_{key}", t) for t in range(10)] == [
+                bddl_language(suite, t) for t in range(10)
+            ]
 
 
 @pytest.mark.parametrize("suite", ["libero_goal_env", "libero_spatial_temp", "libero_goal_semantic_ood"])
@@ -86,8 +88,15 @@ def test_perturbation_suites_run_under_their_base_suite_protocol():
 
 def test_robustness_table_on_one_task(tiny_cache, tmp_path, capsys):
     args = evaluate.Args(
-        suite="libero_goal", robustness=True, model="tiny", task_ids=(0,), trials_per_task=1, num_envs=1,
-        output_dir=str(tmp_path), device="cpu", **SMALL,
+        suite="libero_goal",
+        robustness=True,
+        model="tiny",
+        task_ids=(0,),
+        trials_per_task=1,
+        num_envs=1,
+        output_dir=str(tmp_path),
+        device="cpu",
+        **SMALL,
     )
     results = evaluate.main(args)
     printed = capsys.readouterr().out
@@ -124,8 +133,19 @@ def test_robustness_needs_a_clean_suite():
 
 def test_training_on_swap_uses_the_base_reward_file_and_task_needs_its_own(tiny_cache, tmp_path, capsys):
     args = tgrpo.Args(
-        exp_name="swap", seed=0, model="tiny", device="cpu", suite="libero_goal_swap", task_ids=(8,), num_envs=2,
-        max_steps=2, camera_size=128, num_iterations=1, save_every=0, video_every=0, eval_every=0,
+        exp_name="swap",
+        seed=0,
+        model="tiny",
+        device="cpu",
+        suite="libero_goal_swap",
+        task_ids=(8,),
+        num_envs=2,
+        max_steps=2,
+        camera_size=128,
+        num_iterations=1,
+        save_every=0,
+        video_every=0,
+        eval_every=0,
         output_dir=str(tmp_path),
     )
     tgrpo.main(args)

@@ -33,7 +33,9 @@ def test_step_level_advantage_3x4_by_hand():
 
 
 def test_trajectory_level_advantage_3x4_by_hand():
-    np.testing.assert_allclose(advantages(REWARDS_3x4, 0.0, 1.0), np.repeat(np.array(TRAJ_3x4)[:, None], 4, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        advantages(REWARDS_3x4, 0.0, 1.0), np.repeat(np.array(TRAJ_3x4)[:, None], 4, 1), atol=1e-6
+    )
 
 
 def test_fused_weights_and_the_parts_training_logs():
@@ -135,7 +137,9 @@ def test_one_update_moves_log_probs_with_the_sign_of_the_advantage(lora_policy):
     after = group_log_probs(lora_policy, group)
     assert (after[0] > torch.as_tensor(group.log_probs[0])).all(), "positive advantage: log-prob must rise"
     assert (after[1] < torch.as_tensor(group.log_probs[1])).all(), "negative advantage: log-prob must fall"
-    assert stats["grad_norm"] > 0 and stats["logprob_mismatch"] < 1e-4 and stats["approx_kl"] == pytest.approx(0, abs=1e-6)
+    assert (
+        stats["grad_norm"] > 0 and stats["logprob_mismatch"] < 1e-4 and stats["approx_kl"] == pytest.approx(0, abs=1e-6)
+    )
     # Only LoRA parameters are trainable, and the frozen base is bitwise unchanged.
     trainable = [n for n, p in lora_policy.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -168,10 +172,10 @@ def test_schedule_cycles_tasks_then_init_states():
 # ----------------------------------------------------------------------------------------------------------
 # End to end on real LIBERO with the tiny VLA
 
-RAISE_EEF = '''# Test reward: how far the end effector rose since the start.
+RAISE_EEF = """# Test reward: how far the end effector rose since the start.
 def compute_reward(state, info):
     return float(state["eef_pos"][2] - info["initial"]["eef_pos"][2])
-'''
+"""
 
 
 def train(tmp_path, reward_file, exp_name, num_iterations, **overrides):
@@ -207,7 +211,9 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     reward_file = tmp_path / "raise_eef.py"
     reward_file.write_text(RAISE_EEF)
     straight = train(tmp_path, reward_file, "straight", 3)["run_dir"]
-    stopped = train(tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials_per_task=1, eval_max_steps=2)["run_dir"]
+    stopped = train(tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials_per_task=1, eval_max_steps=2)[
+        "run_dir"
+    ]
 
     events = EventAccumulator(str(stopped)).Reload()
     assert [e.step for e in events.Scalars("charts/success_rate")] == [1, 2]
@@ -244,7 +250,9 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     assert not torch.allclose(base_logp, tuned_logp)
     # ... and through evaluate.py, from the run directory, to the same policy.
     evaluated = evaluate.load_policy("tiny", "libero_goal", str(stopped), device="cpu")
-    np.testing.assert_allclose(evaluated.log_prob(images, "put the bowl on the plate", tokens).detach(), tuned_logp, atol=1e-6)
+    np.testing.assert_allclose(
+        evaluated.log_prob(images, "put the bowl on the plate", tokens).detach(), tuned_logp, atol=1e-6
+    )
 
 
 def test_resume_refuses_changes_that_would_make_another_run(tmp_path, tiny_cache):
