@@ -266,7 +266,6 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
         init_state_id=0,
         reward_file=reward_file,
         termination="independent",
-        seed=args.seed,
     )
     tick = time.perf_counter()
     pool = rollout.EnvPool(args.num_envs)

@@ -46,7 +46,6 @@ def collect(policy, pool, args, reward_file) -> rollout.Group:
         reward_file=reward_file,
         max_steps=args.max_steps,
         termination="independent",
-        seed=args.seed,
     )
 
 
