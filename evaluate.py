@@ -614,23 +614,34 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
     path.write_text(json.dumps(report, indent=1))
 
 
-def main_robustness(args: Args) -> dict:
-    """--robustness: each model (the base model; with --lora also base + adapter) on each clean suite and its four
-    perturbation suites. Results are keyed by suite, with "+lora" for the adapter's."""
+def planned_runs(args: Args) -> list:
+    """(result key, suite, model label, adapter dir) of every evaluation the flags ask for. --robustness: each
+    model (the base model; with --lora also base + adapter) on each clean suite and its four perturbations."""
+    runs = []
+    for i, clean in enumerate(suites_of(args.suite)):
+        lora_dir = args.lora[i] if args.lora else None
+        if not args.robustness:
+            runs.append((clean, clean, "base+lora" if lora_dir else "base", lora_dir))
+            continue
+        for model, adapter in [("base", None)] + ([("base+lora", lora_dir)] if lora_dir else []):
+            for suite in robustness_suites(clean):
+                runs.append((suite if adapter is None else f"{suite}+lora", suite, model, adapter))
+    return runs
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    runs = planned_runs(args)
     run_dir = run_dir_of(args)
     out, video_dir = run_dir / "results.json", run_dir / "videos"
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    runs = []  # (result key, suite, model label, adapter dir)
-    for i, clean in enumerate(suites_of(args.suite)):
-        for model, lora_dir in [("base", None)] + ([("base+lora", args.lora[i])] if args.lora else []):
-            for suite in robustness_suites(clean):
-                runs.append((suite if lora_dir is None else f"{suite}+lora", suite, model, lora_dir))
+    # The workers boot (import LIBERO, start MuJoCo) while the model loads.
     pool = rollout.EnvPool(min(args.num_envs, args.trials_per_task), step_timeout=args.step_timeout)
     results, loaded, policy = {}, None, None
     try:
         for n, (key, suite, model, lora_dir) in enumerate(runs):
-            if loaded != (rollout.base_suite(suite), lora_dir):  # the five suites of a model share its checkpoint
+            if loaded != (rollout.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
                 policy = None  # frees the 7B before the next one loads
                 policy = load_policy(args.model, suite, lora_dir, args.device, args.dtype)
                 loaded = (rollout.base_suite(suite), lora_dir)
@@ -644,7 +655,7 @@ def main_robustness(args: Args) -> dict:
                 camera_size=args.camera_size,
                 pool=pool,
                 video=args.video,
-                video_dir=str(video_dir / model),
+                video_dir=str(video_dir / model if args.robustness else video_dir),
             )
             result["departures"] += seed_departure(args)
             result["model"] = model
@@ -655,46 +666,9 @@ def main_robustness(args: Args) -> dict:
             write_json(out, args, results, complete=n == len(runs) - 1)
     finally:
         pool.close()
-    print(format_robustness_table(results, departed=any(r["departures"] for r in results.values())))
-    print(f"\nwrote {out}" + (f" and videos in {video_dir}" if video_dir.exists() else ""))
-    return results
-
-
-def main(args: Args) -> dict:
-    check_args(args)
     if args.robustness:
-        return main_robustness(args)
-    suites = suites_of(args.suite)
-    run_dir = run_dir_of(args)
-    out, video_dir = run_dir / "results.json", run_dir / "videos"
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    # The workers boot (import LIBERO, start MuJoCo) while the model loads.
-    pool = rollout.EnvPool(min(args.num_envs, args.trials_per_task), step_timeout=args.step_timeout)
-    results = {}
-    try:
-        for i, suite in enumerate(suites):
-            policy = load_policy(args.model, suite, args.lora[i] if args.lora else None, args.device, args.dtype)
-            result = evaluate_suite(
-                policy,
-                suite,
-                task_ids=args.task_ids,
-                trials_per_task=args.trials_per_task,
-                max_steps=args.max_steps,
-                temperature=args.temperature,
-                camera_size=args.camera_size,
-                pool=pool,
-                video=args.video,
-                video_dir=str(video_dir),
-            )
-            result["departures"] += seed_departure(args)
-            results[suite] = result
-            del policy  # frees the 7B before the next suite's checkpoint loads
-            print(format_task_table(result))
-            write_json(out, args, results, complete=i == len(suites) - 1)
-    finally:
-        pool.close()
-    if args.suite == "all":
+        print(format_robustness_table(results, departed=any(r["departures"] for r in results.values())))
+    elif args.suite == "all":
         print(format_table1(results))
     print(f"\nwrote {out}" + (f" and videos in {video_dir}" if video_dir.exists() else ""))
     return results
