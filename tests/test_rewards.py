@@ -200,7 +200,8 @@ def test_a_half_done_two_predicate_task_scores_in_between():
 
 
 def test_every_shipped_reward_file_passes_gen_reward_check():
-    # The same validator an LLM-written file must pass: real states of every task, finite, deterministic, varying.
+    # The validator an LLM-written file must pass, in its confined process (limits, no secrets): real states of
+    # every task, finite, deterministic, varying.
     # Two init states with two random actions each: 6 real states per task, enough to catch a constant reward.
     command = [sys.executable, "gen_reward.py", "--check", "--suite", "all", "--validation-init-states", "2"]
     command += ["--validation-random-steps", "2"]
