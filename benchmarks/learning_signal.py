@@ -43,25 +43,31 @@ def summarize(run_dir: str, block: int) -> str:
     return "\n".join(rows)
 
 
+def training_args(num_iterations: int, learning_rate: float, output_dir: str = "runs") -> tgrpo.Args:
+    """The run behind the table (and, shorter, tests/test_learning.py): raise the end effector, task 8."""
+    return tgrpo.Args(
+        exp_name="learning_signal",
+        seed=1,
+        model="tiny",
+        device="cpu",
+        suite="libero_goal",
+        task_ids=(8,),
+        reward_file=str(ROOT / "tests" / "data" / "raise_eef.py"),
+        num_envs=4,
+        max_steps=8,
+        camera_size=128,
+        learning_rate=learning_rate,
+        num_iterations=num_iterations,
+        save_every=0,
+        video_every=0,
+        output_dir=output_dir,
+    )
+
+
 def main(args: Args) -> None:
     run_dir = args.summarize
     if run_dir is None:
-        train_args = tgrpo.Args(
-            exp_name="learning_signal",
-            model="tiny",
-            device="cpu",
-            suite="libero_goal",
-            task_ids=(8,),
-            reward_file=str(ROOT / "tests" / "data" / "raise_eef.py"),
-            num_envs=4,
-            max_steps=8,
-            camera_size=128,
-            learning_rate=args.learning_rate,
-            num_iterations=args.num_iterations,
-            save_every=0,
-            video_every=0,
-        )
-        run_dir = str(tgrpo.main(train_args)["run_dir"])
+        run_dir = str(tgrpo.main(training_args(args.num_iterations, args.learning_rate))["run_dir"])
     print(summarize(run_dir, args.block))
 
 
