@@ -366,7 +366,7 @@ def read_checkpoint_json(file: Path, model: str) -> dict:
         return json.loads(file.read_text())
     except ValueError as error:
         raise UsageError(
-            f"--model {model}: {file} is not valid JSON ({error}); copy or download the " "checkpoint again"
+            f"--model {model}: {file} is not valid JSON ({error}); copy or download the checkpoint again"
         ) from None
 
 

@@ -83,7 +83,7 @@ def test_code_in_another_repository_names_files_source_and_destination(tmp_path,
         rollout.resolve_checkpoint(str(directory), "libero_goal")
     message = str(error.value)
     assert "\n" not in message and message.startswith(
-        f"--model {directory}: its code lives in the hub repository " "openvla/openvla-7b"
+        f"--model {directory}: its code lives in the hub repository openvla/openvla-7b"
     )
     assert ", ".join(PRISMATIC_FILES) in message and "https://huggingface.co/openvla/openvla-7b" in message
     assert f"huggingface-cli download openvla/openvla-7b {' '.join(PRISMATIC_FILES)}" in message
