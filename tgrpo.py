@@ -421,8 +421,9 @@ def check_args(args: Args) -> None:
     """Reject input that cannot work, naming the flag, the value and the fix."""
     problems = [
         (args.num_envs < 2, "--num-envs", "a group comparison needs at least 2 trajectories"),
-        (args.alpha_step < 0 or args.alpha_traj < 0, "--alpha-step/--alpha-traj", "the weights must be >= 0"),
-        (args.alpha_step == 0 and args.alpha_traj == 0, "--alpha-step/--alpha-traj", "both 0 make every advantage 0"),
+        (args.alpha_step < 0, "--alpha-step", "the advantage weights must be >= 0 (paper: 0.3)"),
+        (args.alpha_traj < 0, "--alpha-traj", "the advantage weights must be >= 0 (paper: 0.7)"),
+        (args.alpha_step == 0 and args.alpha_traj == 0, "--alpha-step", "with --alpha-traj 0 every advantage is 0"),
         (args.temperature <= 0, "--temperature", "sampling needs a temperature > 0 (greedy samples learn nothing)"),
         (args.max_steps is not None and args.max_steps < 1, "--max-steps", "a trajectory needs at least 1 step"),
         (args.micro_batch_size < 1, "--micro-batch-size", "use 1 or more"),
@@ -441,8 +442,7 @@ def check_args(args: Args) -> None:
     ]
     for failed, flag, fix in problems:
         if failed:
-            value = getattr(args, flag.split("/")[0][2:].replace("-", "_"))
-            raise UsageError(f"{flag} {value}: {fix}")
+            raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {fix}")
     for task_id in selected_task_ids(args):
         rollout.get_task(args.suite, task_id)
     rollout.check_device(args.device)

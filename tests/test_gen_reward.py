@@ -472,11 +472,34 @@ def test_validator_rejects_with_the_reason(source, expected, tmp_path):
     assert time.monotonic() - start < 90
 
 
-def test_the_validation_process_gets_no_secrets(tmp_path, monkeypatch):
-    # A reward cannot read the environment at all; so the check is on the process's own environment.
-    monkeypatch.setenv("MY_LLM_KEY_VALUE", API_KEY)
-    environment = rewards.environ_without_secrets(("MY_LLM_KEY_VALUE",))
-    assert API_KEY not in "".join(environment.values()) and "PATH" in environment
+def validation_process_environments(stop: threading.Event, seen: list) -> None:
+    """Read the environment of every running validation process (as the kernel started it) until `stop`."""
+    while not stop.is_set():
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and b"rewards.validation_main" in (proc / "cmdline").read_bytes():
+                    seen.append((proc / "environ").read_bytes())
+            except OSError:  # the process ended meanwhile
+                pass
+        time.sleep(0.05)
+
+
+def test_the_validation_process_gets_no_api_key(tmp_path, llm_server, monkeypatch):
+    # A variable name no secret pattern catches: the process must still not get it, as it holds the API key.
+    monkeypatch.setenv("MY_LLM", API_KEY)
+    server = llm_server("anthropic", [ok(fenced(ENDLESS_REWARD))])  # keeps the process alive for its CPU limit
+    stop, seen = threading.Event(), []
+    watcher = threading.Thread(target=validation_process_environments, args=(stop, seen))
+    watcher.start()
+    try:
+        args = make_args(tmp_path, server, api_key_env="MY_LLM", max_attempts=1, reward_cpu_seconds=2.0)
+        message = run_main_expecting_exit(args)
+    finally:
+        stop.set()
+        watcher.join()
+    assert server.requests[0]["headers"]["x-api-key"] == API_KEY  # the key was in use by the parent
+    assert "exceeded its CPU-time limit" in message
+    assert seen and all(API_KEY.encode() not in environ and b"PATH=" in environ for environ in seen)
 
 
 # ----------------------------------------------------------------------------------------------------------

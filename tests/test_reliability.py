@@ -225,7 +225,9 @@ def run_script(script: str, *argv: str) -> tuple:
 
 BAD_INPUTS = [
     ("tgrpo.py", ["--temperature", "-1"], "--temperature -1.0: sampling needs a temperature > 0"),
-    ("tgrpo.py", ["--alpha-step", "-0.3"], "--alpha-step/--alpha-traj -0.3: the weights must be >= 0"),
+    ("tgrpo.py", ["--alpha-step", "-0.3"], "--alpha-step -0.3: the advantage weights must be >= 0"),
+    ("tgrpo.py", ["--alpha-traj", "-0.7"], "--alpha-traj -0.7: the advantage weights must be >= 0"),
+    ("tgrpo.py", ["--alpha-step", "0", "--alpha-traj", "0"], "--alpha-step 0.0: with --alpha-traj 0 every advantage"),
     ("tgrpo.py", ["--step-timeout", "0"], "--step-timeout 0.0"),
     ("tgrpo.py", ["--max-steps", "0"], "--max-steps 0"),
     ("tgrpo.py", ["--micro-batch-size", "0"], "--micro-batch-size 0"),
