@@ -26,13 +26,16 @@ import torch
 import tyro
 from tqdm import tqdm
 
+import libero_envs
+import openvla_policy
+import rewards
 import rollout
-from rollout import UsageError
+from libero_envs import UsageError
 
 
 @dataclass
 class Args:
-    suite: Literal[rollout.Suite, "all"] = "libero_goal"
+    suite: Literal[libero_envs.Suite, "all"] = "libero_goal"
     """LIBERO suite (libero_10 is "Long"), or `all`: spatial, object, goal and 10, with the paper's Table 1"""
     model: Optional[str] = None
     """the VLA: checkpoint dir, hub id, or `tiny` (built locally); default: OpenVLA's checkpoint of each suite"""
@@ -60,7 +63,7 @@ class Args:
     """seconds an env step may take before its worker counts as hung (the episode then fails)"""
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
-    dtype: rollout.DtypeChoice = "auto"
+    dtype: openvla_policy.DtypeChoice = "auto"
     """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA evaluates), float32 on cpu"""
     robustness: bool = False
     """evaluate the clean suite and its four LIBERO-PRO perturbations (lan, object, swap, task) and print one row per
@@ -75,7 +78,7 @@ PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long")
 # Published success rates (%), Spatial / Object / Goal / Long / Average, 50 trials per task.
 PUBLISHED = {"OpenVLA SFT": (84.7, 88.4, 79.2, 53.7, 76.5), "TGRPO": (90.4, 92.2, 81.0, 59.2, 80.7)}
 PUBLISHED_NOTE = "Long: OpenVLA reports 53.7 for its own model; the TGRPO paper's table prints 51.1 for it."
-ROBUSTNESS_COLUMNS = ("clean", *rollout.PERTURBATIONS)  # clean, lan, object, swap, task
+ROBUSTNESS_COLUMNS = ("clean", *libero_envs.PERTURBATIONS)  # clean, lan, object, swap, task
 # OpenVLA on LIBERO-PRO (success %), as published in the LIBERO-PRO README (github.com/Zxy-MLlab/LIBERO-PRO,
 # commit 2b910b5): clean from its "Motivation" table; lan/object/swap/task from its leaderboard (Sem/Obj/Pos/Task).
 PUBLISHED_ROBUSTNESS = {
@@ -97,20 +100,20 @@ PUBLISHED_ROBUSTNESS_NOTE = (
 def suites_of(suite: str) -> list:
     if suite == "all":
         return list(PAPER_SUITES)
-    if suite not in rollout.SUITES:
-        if suite in rollout.benchmark.get_benchmark_dict() and rollout.missing_suite_files(suite):
-            rollout.get_suite(suite)  # raises, naming the files this LIBERO distribution lacks
-        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(rollout.SUITES)}, or all")
+    if suite not in libero_envs.SUITES:
+        if suite in libero_envs.benchmark.get_benchmark_dict() and libero_envs.missing_suite_files(suite):
+            libero_envs.get_suite(suite)  # raises, naming the files this LIBERO distribution lacks
+        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(libero_envs.SUITES)}, or all")
     return [suite]
 
 
 def robustness_suites(suite: str) -> list:
     """libero_goal -> [libero_goal, libero_goal_lan, libero_goal_object, libero_goal_swap, libero_goal_task]."""
-    return [suite, *(f"{suite}_{key}" for key in rollout.PERTURBATIONS)]
+    return [suite, *(f"{suite}_{key}" for key in libero_envs.PERTURBATIONS)]
 
 
 def check_task_ids(suite: str, task_ids) -> list:
-    n_tasks = rollout.get_suite(suite).n_tasks
+    n_tasks = libero_envs.get_suite(suite).n_tasks
     if task_ids is None:
         return list(range(n_tasks))
     bad = [t for t in task_ids if not 0 <= t < n_tasks]
@@ -139,7 +142,7 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--step-timeout {args.step_timeout}: use a positive number of seconds")
     rollout.check_device(args.device)
     for suite in suites:
-        rollout.resolve_checkpoint(args.model, suite)
+        openvla_policy.resolve_checkpoint(args.model, suite)
     if args.lora and len(args.lora) != len(suites):
         raise UsageError(
             f"--lora got {len(args.lora)} adapter dir(s) for {len(suites)} suite(s) ({', '.join(suites)}): "
@@ -149,9 +152,9 @@ def check_args(args: Args) -> None:
         lora_adapter_dir(lora_dir)
     if args.robustness:
         for suite in suites:
-            if suite not in rollout.BASE_SUITES:
+            if suite not in libero_envs.BASE_SUITES:
                 raise UsageError(
-                    f"--robustness --suite {suite}: pass a clean suite ({', '.join(rollout.BASE_SUITES)}) or all; "
+                    f"--robustness --suite {suite}: pass a clean suite ({', '.join(libero_envs.BASE_SUITES)}) or all; "
                     "its four perturbation suites are evaluated with it"
                 )
             for perturbed in robustness_suites(suite)[1:]:
@@ -161,12 +164,12 @@ def check_args(args: Args) -> None:
 def protocol_departures(suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states) -> list:
     """Human-readable list of every setting that makes this run differ from the published protocol."""
     departures = []
-    if task_ids != list(range(rollout.get_suite(suite).n_tasks)):
+    if task_ids != list(range(libero_envs.get_suite(suite).n_tasks)):
         departures.append(f"--task-ids {' '.join(map(str, task_ids))} (protocol: all tasks)")
     if trials_per_task != TRIALS_PER_TASK:
         departures.append(f"--trials-per-task {trials_per_task} (protocol: {TRIALS_PER_TASK})")
-    if max_steps != rollout.EVAL_MAX_STEPS[suite]:
-        departures.append(f"--max-steps {max_steps} (protocol for {suite}: {rollout.EVAL_MAX_STEPS[suite]})")
+    if max_steps != libero_envs.EVAL_MAX_STEPS[suite]:
+        departures.append(f"--max-steps {max_steps} (protocol for {suite}: {libero_envs.EVAL_MAX_STEPS[suite]})")
     if temperature != 0:
         departures.append(f"--temperature {temperature} (protocol: 0, greedy)")
     if camera_size != PROTOCOL_CAMERA_SIZE:
@@ -194,7 +197,7 @@ def lora_adapter_dir(lora_dir: str) -> str:
     )
 
 
-def load_lora(policy: rollout.VLAPolicy, lora_dir: str) -> None:
+def load_lora(policy: openvla_policy.VLAPolicy, lora_dir: str) -> None:
     """Wrap policy.model with a saved LoRA adapter; a key or shape mismatch with the base model is an error.
 
     peft silently skips adapter weights whose names match no module, which would evaluate the base model
@@ -235,9 +238,13 @@ def load_lora(policy: rollout.VLAPolicy, lora_dir: str) -> None:
 
 
 def load_policy(
-    model: Optional[str], suite: str, lora_dir: Optional[str] = None, device=None, dtype: rollout.DtypeChoice = "auto"
-) -> rollout.VLAPolicy:
-    policy = rollout.load_vla(model, suite, device, dtype)
+    model: Optional[str],
+    suite: str,
+    lora_dir: Optional[str] = None,
+    device=None,
+    dtype: openvla_policy.DtypeChoice = "auto",
+) -> openvla_policy.VLAPolicy:
+    policy = openvla_policy.load_vla(model, suite, device, dtype)
     if lora_dir:
         load_lora(policy, lora_dir)
     return policy
@@ -288,7 +295,7 @@ def write_video(frames: list, video_dir, record: dict) -> Path:
     name = f"{record['suite']}__task{record['task_id']:02d}__init{record['init_state_id']:02d}__{outcome}.mp4"
     path = Path(video_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(path, frames, fps=rollout.CONTROL_FREQ, macro_block_size=1)
+    imageio.mimwrite(path, frames, fps=libero_envs.CONTROL_FREQ, macro_block_size=1)
     return path
 
 
@@ -332,9 +339,9 @@ def evaluate_task(
     Each step makes one batched policy call for every live env, then steps them in parallel; a finished
     episode frees its worker for the next pending init state straight away.
     """
-    task = rollout.get_task(suite, task_id)
-    instruction = rollout.task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
-    spec = rollout.EnvSpec(rollout.task_bddl_path(task), rollout.env_horizon(max_steps), camera_size)
+    task = libero_envs.get_task(suite, task_id)
+    instruction = libero_envs.task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
+    spec = libero_envs.EnvSpec(libero_envs.task_bddl_path(task), libero_envs.env_horizon(max_steps), camera_size)
     pending, running, records = deque(enumerate(init_states)), {}, []
 
     def finish(episode, success, error, state):
@@ -376,7 +383,7 @@ def evaluate_task(
 
 
 def evaluate_suite(
-    policy: rollout.VLAPolicy,
+    policy: openvla_policy.VLAPolicy,
     suite: str,
     *,
     task_ids=None,
@@ -385,7 +392,7 @@ def evaluate_suite(
     max_steps: Optional[int] = None,
     temperature: float = 0.0,
     camera_size: int = PROTOCOL_CAMERA_SIZE,
-    pool: Optional[rollout.EnvPool] = None,
+    pool: Optional[libero_envs.EnvPool] = None,
     video: str = "none",
     video_dir: Optional[str] = None,
     progress: bool = True,
@@ -402,14 +409,16 @@ def evaluate_suite(
     task_ids = check_task_ids(suite, task_ids)
     if not 1 <= trials_per_task <= TRIALS_PER_TASK:
         raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
-    max_steps = max_steps or rollout.EVAL_MAX_STEPS[suite]
+    max_steps = max_steps or libero_envs.EVAL_MAX_STEPS[suite]
     custom_states = init_states or {}
-    episodes_by_task = {t: custom_states.get(t, rollout.get_init_states(suite, t)[:trials_per_task]) for t in task_ids}
+    episodes_by_task = {
+        t: custom_states.get(t, libero_envs.get_init_states(suite, t)[:trials_per_task]) for t in task_ids
+    }
     if video != "none" and video_dir is None:
         raise ValueError("video_dir is needed to write videos")
     own_pool = pool is None
     most_episodes = max(len(states) for states in episodes_by_task.values())
-    pool = pool or rollout.EnvPool(min(num_envs, most_episodes), step_timeout=step_timeout)
+    pool = pool or libero_envs.EnvPool(min(num_envs, most_episodes), step_timeout=step_timeout)
     total = sum(len(states) for states in episodes_by_task.values())
     bar = tqdm(total=total, desc=suite, disable=not progress, dynamic_ncols=True)
     episodes, start = [], time.perf_counter()
@@ -449,13 +458,13 @@ def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departure
     episodes = sorted(episodes, key=lambda r: (r["task_id"], r["init_state_id"]))
     tasks = []
     for task_id in task_ids:
-        task, task_episodes = rollout.get_task(suite, task_id), [r for r in episodes if r["task_id"] == task_id]
+        task, task_episodes = libero_envs.get_task(suite, task_id), [r for r in episodes if r["task_id"] == task_id]
         wins = sum(r["success"] for r in task_episodes)
         tasks.append(
             {
                 "task_id": task_id,
                 "task_name": task.name,
-                "instruction": rollout.task_instruction(suite, task_id),
+                "instruction": libero_envs.task_instruction(suite, task_id),
                 "successes": wins,
                 "trials": len(task_episodes),
                 "success_rate": wins / max(1, len(task_episodes)),
@@ -513,13 +522,13 @@ def robustness_rows(results: dict) -> list:
     rows = {}
     for key, result in results.items():
         suite, model = result["suite"], result.get("model", "base")
-        base = rollout.base_suite(suite)
+        base = libero_envs.base_suite(suite)
         row = rows.setdefault((base, model), {"suite": base, "model": model, "success": {}})
         row["success"][suite[len(base) + 1 :] or "clean"] = 100 * result["success_rate"]
     for row in rows.values():
         success = row["success"]
-        perturbed = [success[key] for key in rollout.PERTURBATIONS if key in success]
-        row["drop"] = {key: success["clean"] - success[key] for key in rollout.PERTURBATIONS if key in success}
+        perturbed = [success[key] for key in libero_envs.PERTURBATIONS if key in success]
+        row["drop"] = {key: success["clean"] - success[key] for key in libero_envs.PERTURBATIONS if key in success}
         complete = perturbed and "clean" in success
         row["mean_drop"] = success["clean"] - sum(perturbed) / len(perturbed) if complete else None
     return list(rows.values())
@@ -591,11 +600,11 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
             "trials_per_task": TRIALS_PER_TASK,
             "init_states": "0..trials-1 of each task",
             "temperature": 0.0,
-            "num_wait_steps": rollout.NUM_WAIT_STEPS,
-            "max_steps": rollout.EVAL_MAX_STEPS,
+            "num_wait_steps": libero_envs.NUM_WAIT_STEPS,
+            "max_steps": libero_envs.EVAL_MAX_STEPS,
             "camera_size": PROTOCOL_CAMERA_SIZE,
             "seed": PROTOCOL_SEED,
-            "fixture_placements": f"episode k: the k-th after seeding the task's env with {rollout.PLACEMENT_SEED}",
+            "fixture_placements": f"episode k: the k-th after seeding the task's env with {libero_envs.PLACEMENT_SEED}",
             "success": "env done",
         },
         "departures": {suite: r["departures"] for suite, r in results.items()},
@@ -637,14 +646,14 @@ def main(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     # The workers boot (import LIBERO, start MuJoCo) while the model loads.
-    pool = rollout.EnvPool(min(args.num_envs, args.trials_per_task), step_timeout=args.step_timeout)
+    pool = libero_envs.EnvPool(min(args.num_envs, args.trials_per_task), step_timeout=args.step_timeout)
     results, loaded, policy = {}, None, None
     try:
         for n, (key, suite, model, lora_dir) in enumerate(runs):
-            if loaded != (rollout.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
+            if loaded != (libero_envs.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
                 policy = None  # frees the 7B before the next one loads
                 policy = load_policy(args.model, suite, lora_dir, args.device, args.dtype)
-                loaded = (rollout.base_suite(suite), lora_dir)
+                loaded = (libero_envs.base_suite(suite), lora_dir)
             result = evaluate_suite(
                 policy,
                 suite,
@@ -678,5 +687,5 @@ if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     try:
         main(cli_args)
-    except (UsageError, rollout.RewardFileError) as error:
+    except (UsageError, rewards.RewardFileError) as error:
         sys.exit(f"error: {error}")

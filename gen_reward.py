@@ -35,13 +35,14 @@ import tyro
 from tqdm import tqdm
 
 import rewards
-import rollout
-from rollout import UsageError
+import libero_envs
+import openvla_policy
+from libero_envs import UsageError
 
 
 @dataclass
 class Args:
-    suite: Literal[rollout.Suite, "all"] = "libero_goal"
+    suite: Literal[libero_envs.Suite, "all"] = "libero_goal"
     """LIBERO suite; `all` = libero_spatial, libero_object, libero_goal and libero_10 (libero_90 only by name)"""
     task_ids: Optional[tuple[int, ...]] = None
     """tasks of the suite (0-9; 0-89 for libero_90); default: every task of the suite"""
@@ -123,11 +124,11 @@ def select_tasks(suite: str, task_ids: Optional[tuple], rewards_dir: Optional[st
     suites = MAIN_SUITES if suite == "all" else (suite,)
     selected = []
     for name in suites:
-        for task_id in task_ids if task_ids is not None else range(rollout.get_suite(name).n_tasks):
-            selected.append((name, task_id, rollout.get_task(name, task_id)))
+        for task_id in task_ids if task_ids is not None else range(libero_envs.get_suite(name).n_tasks):
+            selected.append((name, task_id, libero_envs.get_task(name, task_id)))
     if suite == "all" and rewards_dir is not None:
-        for name in rollout.PERTURBED_SUITES:
-            for task_id, task in enumerate(rollout.get_suite(name).tasks):
+        for name in libero_envs.PERTURBED_SUITES:
+            for task_id, task in enumerate(libero_envs.get_suite(name).tasks):
                 if reward_path(rewards_dir, name, task).is_file():
                     selected.append((name, task_id, task))
     return selected
@@ -187,28 +188,30 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
     Per init state: the state after reset and the wait steps, then the state after each random action.
     Returns (states, infos, labels); a label says where a state came from, for error messages.
     """
-    task = rollout.get_task(suite, task_id)
-    init_states = rollout.get_init_states(suite, task_id)[:num_init_states]
-    env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=rollout.env_horizon(num_random_steps))
+    task = libero_envs.get_task(suite, task_id)
+    init_states = libero_envs.get_init_states(suite, task_id)[:num_init_states]
+    env = libero_envs.make_env(
+        libero_envs.task_bddl_path(task), render=False, horizon=libero_envs.env_horizon(num_random_steps)
+    )
     rng = np.random.default_rng(seed)
     states, infos, labels, placement_rng_states = [], [], [], []
     try:
         for k, init_state in enumerate(init_states):  # as evaluation's episode k: init state k, placement k
-            obs = rollout.reset_env(env, init_state, placement=k, rng_states=placement_rng_states)
+            obs = libero_envs.reset_env(env, init_state, placement=k, rng_states=placement_rng_states)
             initial = rewards.build_reward_state(env, obs, 0, False)
             # The reward serves training, so `info` carries the training cap, as in a tgrpo.py run.
             info = rewards.build_reward_info(
                 suite,
                 task.name,
-                rollout.task_instruction(suite, task_id),
-                max_steps=rollout.TRAIN_MAX_STEPS[suite],
+                libero_envs.task_instruction(suite, task_id),
+                max_steps=libero_envs.TRAIN_MAX_STEPS[suite],
                 initial=initial,
             )
             states.append(initial)
             infos.append(info)
             labels.append(f"init state {k} after the wait steps")
             for step in range(1, num_random_steps + 1):
-                obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, rollout.ACTION_DIM))
+                obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, openvla_policy.ACTION_DIM))
                 states.append(rewards.build_reward_state(env, obs, step, done))
                 infos.append(info)
                 labels.append(f"init state {k} after {step} random action(s)")
@@ -230,7 +233,7 @@ def run_validation_process(job: dict, timeout: float, secret_names: tuple) -> di
     try:
         done = subprocess.run(command, input=pickle.dumps(job), capture_output=True, timeout=timeout, env=environment)
     except subprocess.TimeoutExpired:
-        raise rollout.RewardFileError(
+        raise rewards.RewardFileError(
             f"{filename}: calling compute_reward on {len(job['states'])} states twice did not finish within "
             f"{timeout:g} s (an endless loop? if merely slow: --validation-timeout)"
         ) from None
@@ -245,7 +248,7 @@ def run_validation_process(job: dict, timeout: float, secret_names: tuple) -> di
     try:
         return json.loads(done.stdout)
     except ValueError:
-        raise rollout.RewardFileError(
+        raise rewards.RewardFileError(
             f"{filename}: the validation process answered garbage: {done.stdout[:200]!r}"
         ) from None
 
@@ -254,12 +257,12 @@ def summarize_rewards(first: list, second: list, labels: list, filename: str, se
     """Deterministic and not constant (finite is checked per call), or a RewardFileError saying which state broke it."""
     for a, b, label in zip(first, second, labels):
         if a != b:
-            raise rollout.RewardFileError(
+            raise rewards.RewardFileError(
                 f"{filename}: compute_reward is not deterministic: the state of {label} gave {a!r}, then {b!r}; the "
                 "reward must be a pure function of (state, info) and keep nothing between calls"
             )
     if len(set(first)) < 2:
-        raise rollout.RewardFileError(
+        raise rewards.RewardFileError(
             f"{filename}: compute_reward returned the same value {first[0]!r} on all {len(first)} states (different "
             "init states and random arm motions); it must vary with the end-effector and object positions, e.g. "
             "with a shaping term toward the key pose of the current stage"
@@ -280,7 +283,7 @@ def validate_reward_source(
     """Check `source` against the contract here (never running it), then call it in a confined process on real
     states of the task: every call within the limits, finite, the same twice, not constant.
 
-    Raises rollout.RewardFileError saying what failed.
+    Raises rewards.RewardFileError saying what failed.
     """
     rewards.check_reward_source(source, filename)
     settings = validation_settings(args)
@@ -296,7 +299,7 @@ def validate_reward_source(
     )
     answer = run_validation_process(job, args.validation_timeout, secret_names)
     if answer["status"] != "ok":
-        raise rollout.RewardFileError(answer["message"])
+        raise rewards.RewardFileError(answer["message"])
     first, second = answer["rounds"]
     return summarize_rewards(first, second, labels, filename, settings)
 
@@ -479,7 +482,7 @@ same value twice for the same state, and different values across those states.
 {state_text}
 ```
 `info`: {{"suite": "{suite}", "task_name": "{task_name}", "instruction": "{instruction}", "max_steps": \
-{rollout.TRAIN_MAX_STEPS[suite]}, "initial": <the state dict above>}}
+{libero_envs.TRAIN_MAX_STEPS[suite]}, "initial": <the state dict above>}}
 
 # The task's BDDL problem file
 
@@ -509,8 +512,8 @@ def task_prompt(suite: str, task_id: int, task, args: Args) -> tuple:
     prompt = build_prompt(
         suite=suite,
         task_name=task.name,
-        instruction=rollout.task_instruction(suite, task_id),  # a _task suite's new instruction, not the base's
-        bddl_text=Path(rollout.task_bddl_path(task)).read_text(),
+        instruction=libero_envs.task_instruction(suite, task_id),  # a _task suite's new instruction, not the base's
+        bddl_text=Path(libero_envs.task_bddl_path(task)).read_text(),
         schema_text=read_schema(rewards.REWARDS_DIR / "README.md"),
         state_text=format_state(states[0]),
         example=pick_example(suite, task.name),
@@ -664,7 +667,7 @@ def extract_code(reply: str, truncated: bool, max_tokens: int) -> str:
     cut = ""
     if truncated:
         cut = f" The reply was cut off at the length limit (--max-tokens {max_tokens}): write a shorter file."
-    raise rollout.RewardFileError(
+    raise rewards.RewardFileError(
         f"no ```python code block defining compute_reward was found in the reply.{cut} Reply with the whole file in "
         "one ```python code block."
     )
@@ -689,16 +692,18 @@ def generate_reward(prompt: str, suite: str, task_id: int, task, api_key: str, k
             source = extract_code(reply, truncated, args.max_tokens)
             summary = validate_reward_source(source, suite, task_id, filename, args, secret_names=(key_env,))
             return source, summary, attempt
-        except rollout.RewardFileError as error:
+        except rewards.RewardFileError as error:
             reason = redact(str(error), api_key)  # it may quote the reply or what the code read
             errors.append(f"attempt {attempt}: {reason}")
             log(f"rejected: {reason}")
             messages.append({"role": "user", "content": reflection_message(reason)})
-    raise rollout.RewardFileError(f"no valid reward after {args.max_attempts} attempts:\n  " + "\n  ".join(errors))
+    raise rewards.RewardFileError(f"no valid reward after {args.max_attempts} attempts:\n  " + "\n  ".join(errors))
 
 
 def render_header(suite: str, task, args: Args, *, attempt: int, prompt: str, key_pose_note: str, summary) -> str:
-    instruction = rollout.task_instruction(suite, rollout.get_suite(suite).tasks.index(task))  # a _task suite's own
+    instruction = libero_envs.task_instruction(
+        suite, libero_envs.get_suite(suite).tasks.index(task)
+    )  # a _task suite's own
     lines = [
         f'# Reward for {suite} / {task.name}: "{instruction}".',
         f"# Made by: gen_reward.py with {args.provider} model {args.llm} (reply {attempt} of at most "
@@ -722,7 +727,7 @@ def check_reward_files(tasks: list, args: Args) -> list:
         try:
             summary = validate_reward_source(path.read_text(), suite, task_id, str(path), args)
             log(f"OK {path}: {summary}")
-        except rollout.RewardFileError as error:
+        except rewards.RewardFileError as error:
             failures.append(str(error))
             log(f"FAILED {error}")
     return failures
@@ -756,7 +761,7 @@ def main(args: Args) -> None:
             source, summary, attempt = generate_reward(prompt, suite, task_id, task, api_key, key_env, args)
         except LLMAPIError as error:
             raise UsageError(str(error)) from None
-        except rollout.RewardFileError as error:
+        except rewards.RewardFileError as error:
             failures.append(f"{suite}/{task.name}: {error}")
             continue
         header = render_header(
@@ -773,5 +778,5 @@ if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     try:
         main(cli_args)
-    except (UsageError, rollout.RewardFileError) as error:
+    except (UsageError, rewards.RewardFileError) as error:
         sys.exit(f"error: {error}")

@@ -32,8 +32,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import evaluate
+import libero_envs
+import openvla_policy
+import rewards
 import rollout
-from rollout import UsageError
+from libero_envs import UsageError
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the wandb entity (team)"""
 
-    suite: rollout.Suite = "libero_goal"
+    suite: libero_envs.Suite = "libero_goal"
     """LIBERO suite (libero_10 is "Long")"""
     task_ids: Optional[tuple[int, ...]] = None
     """tasks to train on, visited in turn (default: every task of the suite)"""
@@ -61,7 +64,7 @@ class Args:
     """one reward file for every task, instead of rewards/<suite>/<task_name>.py"""
     device: Optional[str] = None
     """torch device (default: cuda if available, else cpu; any model runs on either, a 7B one slowly on cpu)"""
-    dtype: rollout.DtypeChoice = "auto"
+    dtype: openvla_policy.DtypeChoice = "auto"
     """base weights of the VLA (the LoRA weights train in float32); auto: bfloat16 on cuda, float32 on cpu"""
 
     num_iterations: int = 300
@@ -444,13 +447,13 @@ def check_args(args: Args) -> None:
         if failed:
             raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {fix}")
     for task_id in selected_task_ids(args):
-        rollout.get_task(args.suite, task_id)
+        libero_envs.get_task(args.suite, task_id)
     rollout.check_device(args.device)
-    rollout.resolve_checkpoint(args.model, args.suite)
+    openvla_policy.resolve_checkpoint(args.model, args.suite)
 
 
 def selected_task_ids(args: Args) -> list:
-    return list(args.task_ids) if args.task_ids else list(range(rollout.get_suite(args.suite).n_tasks))
+    return list(args.task_ids) if args.task_ids else list(range(libero_envs.get_suite(args.suite).n_tasks))
 
 
 def prepare_run_dir(args: Args) -> Path:
@@ -499,7 +502,7 @@ def save_video(run_dir: Path, group, iteration: int) -> None:
     path = run_dir / "videos" / f"iter{iteration:05d}_{group.task_name}.mp4"
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = list(group.images[0, : max(1, group.lengths[0])])
-    imageio.mimwrite(path, frames, fps=rollout.CONTROL_FREQ, macro_block_size=1)
+    imageio.mimwrite(path, frames, fps=libero_envs.CONTROL_FREQ, macro_block_size=1)
 
 
 def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteration: int) -> None:
@@ -520,7 +523,7 @@ def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteratio
 
 def load_trainable_policy(args: Args, checkpoint: Optional[Path]):
     """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer."""
-    policy = rollout.load_vla(args.model, args.suite, args.device, args.dtype)
+    policy = openvla_policy.load_vla(args.model, args.suite, args.device, args.dtype)
     if args.gradient_checkpointing and policy.device.type == "cuda":
         policy.model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -620,7 +623,7 @@ def main(args: Args) -> dict:
         args = resumed_args(args, saved["args"], Path(args.resume))
     check_args(args)
     task_ids = selected_task_ids(args)
-    max_steps = args.max_steps or rollout.TRAIN_MAX_STEPS[args.suite]
+    max_steps = args.max_steps or libero_envs.TRAIN_MAX_STEPS[args.suite]
     reward_files = rollout.read_reward_files(args.suite, task_ids, args.reward_file)  # _lan/_swap: maybe the base's
     run_dir = prepare_run_dir(args)
     if args.track:
@@ -644,7 +647,7 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
-    pool = rollout.EnvPool(args.num_envs, step_timeout=args.step_timeout)  # the workers boot while the model loads
+    pool = libero_envs.EnvPool(args.num_envs, step_timeout=args.step_timeout)  # the workers boot while the model loads
     policy, optimizer = load_trainable_policy(args, run_dir / "checkpoint" if saved else None)
     check_update_memory(policy, args)  # before the first collection: an update that cannot fit stops the run here
     completed = 0
@@ -718,7 +721,7 @@ def main(args: Args) -> dict:
     except KeyboardInterrupt:
         print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations")
         exit_code = 130
-    except rollout.RewardFileError as error:
+    except rewards.RewardFileError as error:
         print(f"[tgrpo] stopped: {error}", file=sys.stderr)
         exit_code = 1
     finally:  # on Ctrl-C and on errors alike, keep what the completed iterations learned
@@ -735,6 +738,6 @@ if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     try:
         result = main(cli_args)
-    except (UsageError, rollout.RewardFileError) as error:
+    except (UsageError, rewards.RewardFileError) as error:
         sys.exit(f"error: {error}")
     sys.exit(result["exit_code"])

@@ -19,7 +19,8 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import evaluate  # noqa: E402
-import rollout  # noqa: E402
+import libero_envs  # noqa: E402
+import openvla_policy  # noqa: E402
 
 
 @dataclass
@@ -55,13 +56,13 @@ class Args:
 
 
 def measure(policy, args: Args, num_envs: int) -> dict:
-    pool = rollout.EnvPool(num_envs)
+    pool = libero_envs.EnvPool(num_envs)
     try:
         # Warm-up: boots the workers and builds the first task's env, which evaluate.py overlaps with model loading.
-        task = rollout.get_task(args.suite, args.task_ids[0])
-        horizon = rollout.env_horizon(args.max_steps)
-        spec = rollout.EnvSpec(rollout.task_bddl_path(task), horizon, args.camera_size)
-        pool.reset(list(range(num_envs)), spec, rollout.get_init_states(args.suite, args.task_ids[0])[0])
+        task = libero_envs.get_task(args.suite, args.task_ids[0])
+        horizon = libero_envs.env_horizon(args.max_steps)
+        spec = libero_envs.EnvSpec(libero_envs.task_bddl_path(task), horizon, args.camera_size)
+        pool.reset(list(range(num_envs)), spec, libero_envs.get_init_states(args.suite, args.task_ids[0])[0])
         start = time.perf_counter()
         result = evaluate.evaluate_suite(
             policy,
@@ -140,7 +141,7 @@ def a100_estimate(args: Args) -> list:
 
 def main(args: Args) -> None:
     torch.manual_seed(0)
-    policy = rollout.load_vla(args.model, args.suite)
+    policy = openvla_policy.load_vla(args.model, args.suite)
     rows = [measure(policy, args, n) for n in args.num_envs]
     print("\n".join(measured_table(rows, args) + a100_estimate(args)))
 

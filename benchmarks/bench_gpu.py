@@ -6,7 +6,7 @@
 
 Time and memory depend on the shapes, not the weights, so without --model the benchmark builds a model of
 OpenVLA-7B's exact shapes with random weights into --shaped-dir (15 GB, once; `python -m tiny_vla`) and loads
-it through rollout.load_vla like any checkpoint. It prints one markdown report: the machine, the policy step
+it through openvla_policy.load_vla like any checkpoint. It prints one markdown report: the machine, the policy step
 (prefill + 6 cached decode steps) per batch size, the update per micro-batch size with and without gradient
 checkpointing (fp32 LoRA on the bf16 base, peak memory next to tgrpo.estimate_update_memory), and one TGRPO
 iteration on LIBERO (N envs, --max-steps steps each) split into its parts.
@@ -25,6 +25,8 @@ import torch
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import libero_envs  # noqa: E402
+import openvla_policy  # noqa: E402
 import rollout  # noqa: E402
 import tgrpo  # noqa: E402
 
@@ -258,7 +260,7 @@ def update_table(policy, optimizer, instruction: str, args: Args) -> list:
 
 def libero_iteration(policy, optimizer, args: Args) -> list:
     """One TGRPO iteration as tgrpo.main runs it: collect a group on LIBERO, advantages, one update."""
-    task = rollout.get_task(args.suite, args.task_id)
+    task = libero_envs.get_task(args.suite, args.task_id)
     reward_file = rollout.read_reward_file(args.suite, task.name)
     collect = dict(
         suite=args.suite,
@@ -268,7 +270,7 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
         termination="independent",
     )
     tick = time.perf_counter()
-    pool = rollout.EnvPool(args.num_envs)
+    pool = libero_envs.EnvPool(args.num_envs)
     try:
         rollout.collect_group(policy, pool, max_steps=2, **collect)  # warm-up: starts the workers, builds the envs
         start_up = time.perf_counter() - tick
@@ -305,10 +307,10 @@ def main(args: Args) -> str:
     torch.manual_seed(args.seed)
     path = resolve_model(args)
     tick = time.perf_counter()
-    policy = rollout.load_vla(path, args.suite, args.device)
+    policy = openvla_policy.load_vla(path, args.suite, args.device)
     load_seconds = time.perf_counter() - tick
     num_parameters = sum(p.numel() for p in policy.model.parameters())
-    instruction = rollout.get_task(args.suite, args.task_id).language
+    instruction = libero_envs.get_task(args.suite, args.task_id).language
     report = [
         f"## bench_gpu.py: {args.model or 'OpenVLA-7B-shaped random model'} ({num_parameters / 1e9:.3f}B "
         f"parameters, loaded in {load_seconds:.0f} s)",

@@ -15,6 +15,8 @@ import torch
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import libero_envs  # noqa: E402
+import openvla_policy  # noqa: E402
 import rollout  # noqa: E402
 
 
@@ -73,9 +75,9 @@ def row(name: str, group: rollout.Group) -> str:
 
 def main(args: Args) -> None:
     torch.manual_seed(args.seed)
-    task = rollout.get_task(args.suite, args.task_id)
+    task = libero_envs.get_task(args.suite, args.task_id)
     reward_file = rollout.read_reward_file(args.suite, task.name)
-    policy = rollout.load_vla(args.model, args.suite)
+    policy = openvla_policy.load_vla(args.model, args.suite)
     lines = [
         f"Group collection, {args.suite} task {args.task_id}, N={args.num_envs}, {args.max_steps} steps, "
         f"model {args.model}, {torch.get_num_threads()} torch threads",
@@ -85,7 +87,7 @@ def main(args: Args) -> None:
     ]
     groups = {}
     for name, parallel in (("serial (one process)", False), ("parallel workers", True)):
-        pool = rollout.EnvPool(args.num_envs, parallel=parallel)
+        pool = libero_envs.EnvPool(args.num_envs, parallel=parallel)
         try:
             collect(policy, pool, args, reward_file)  # warm-up: builds the envs and renderers
             groups[name] = collect(policy, pool, args, reward_file)

@@ -17,6 +17,8 @@ import torch
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import libero_envs  # noqa: E402
+import openvla_policy  # noqa: E402
 import rollout  # noqa: E402
 import tgrpo  # noqa: E402
 
@@ -81,10 +83,10 @@ def measure_update(policy, group, mask, micro_batch_size: int, device) -> tuple:
 
 def main(args: Args) -> None:
     torch.manual_seed(args.seed)
-    task = rollout.get_task(args.suite, args.task_id)
+    task = libero_envs.get_task(args.suite, args.task_id)
     reward_file = rollout.read_reward_file(args.suite, task.name)
-    pool = rollout.EnvPool(args.num_envs)
-    policy = rollout.load_vla(args.model, args.suite)
+    pool = libero_envs.EnvPool(args.num_envs)
+    policy = openvla_policy.load_vla(args.model, args.suite)
     policy.model = tgrpo.add_lora(policy.model, rank=16, alpha=None)
     try:
         common = dict(suite=args.suite, task_id=args.task_id, init_state_id=0, reward_file=reward_file)

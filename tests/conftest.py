@@ -26,20 +26,20 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_cache):
-    import rollout
+    import openvla_policy
 
-    return rollout.load_vla("tiny", "libero_goal", device="cpu")
+    return openvla_policy.load_vla("tiny", "libero_goal", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def bowl_on_plate():
     """libero_goal task 8 (put the bowl on the plate), init state 0 with the bowl placed on the plate in the
     simulator and settled: a real goal state, as a flattened MuJoCo state."""
-    import rollout
+    import libero_envs
 
-    task = rollout.get_task("libero_goal", 8)
-    env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=100)
-    rollout.reset_env(env, rollout.get_init_states("libero_goal", 8)[0])
+    task = libero_envs.get_task("libero_goal", 8)
+    env = libero_envs.make_env(libero_envs.task_bddl_path(task), render=False, horizon=100)
+    libero_envs.reset_env(env, libero_envs.get_init_states("libero_goal", 8)[0])
     plate = env.env.sim.data.body_xpos[env.env.obj_body_id["plate_1"]].copy()
     joint = env.env.objects_dict["akita_black_bowl_1"].joints[-1]
     env.env.sim.data.set_joint_qpos(joint, np.concatenate([plate + [0, 0, 0.02], [1.0, 0, 0, 0]]))

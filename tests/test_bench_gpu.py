@@ -3,13 +3,14 @@ update-memory check, and benchmarks/bench_gpu.py at toy size (real LIBERO, 2 env
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForVision2Seq
 
-import rollout
+import openvla_policy
 import tgrpo
 from tiny_vla.build import (
     AUTO_MAP_MODEL,
@@ -22,7 +23,7 @@ from tiny_vla.build import (
 )
 from tiny_vla.configuration_tiny_vla import TinyVLAConfig
 
-sys.path.insert(0, str(rollout.Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_gpu  # noqa: E402
 
 
@@ -71,7 +72,7 @@ def test_random_checkpoint_loads_every_weight_and_acts(small_fused_dir):
     assert torch.all(model.language_model.model.norm.weight == 1.0)
     assert 0.015 < model.language_model.lm_head.weight.std() < 0.025
 
-    policy = rollout.load_vla(small_fused_dir, "libero_goal", device="cpu")
+    policy = openvla_policy.load_vla(small_fused_dir, "libero_goal", device="cpu")
     images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     tokens, log_probs, actions = policy.act(images, "put the bowl on the plate")
     assert tokens.shape == (2, 7) and np.all((tokens >= 31744) & (tokens < 32000))

@@ -11,6 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import evaluate
+import libero_envs
+import openvla_policy
 import rollout
 import tgrpo
 
@@ -33,32 +35,34 @@ def observations(batch, seed=0):
 def sharp_dir(tiny_cache, tmp_path_factory):
     """A copy of the tiny VLA checkpoint with its action logits scaled up; loads like any checkpoint directory."""
     directory = tmp_path_factory.mktemp("sharp") / "tiny-vla-sharp"
-    shutil.copytree(rollout.resolve_checkpoint("tiny", "libero_goal")[0], directory)
+    shutil.copytree(openvla_policy.resolve_checkpoint("tiny", "libero_goal")[0], directory)
     weights = load_file(directory / "model.safetensors")
     (head,) = [name for name in weights if name.endswith("lm_head.weight")]
-    weights[head][rollout.ACTION_TOKEN_BEGIN : rollout.VOCAB_SIZE] *= LOGIT_SHARPENING
+    weights[head][openvla_policy.ACTION_TOKEN_BEGIN : openvla_policy.VOCAB_SIZE] *= LOGIT_SHARPENING
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
     return str(directory)
 
 
 @pytest.fixture(scope="module")
 def bf16_policy(sharp_dir):
-    return rollout.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
+    return openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
 
 
 def test_dtype_flag_sets_the_weights_and_auto_is_fp32_on_cpu(bf16_policy, tiny_policy):
     assert {p.dtype for p in bf16_policy.model.parameters()} == {torch.bfloat16}
     assert bf16_policy.dtype == torch.bfloat16  # pixel values follow the weights
     assert {p.dtype for p in tiny_policy.model.parameters()} == {torch.float32}  # --dtype auto on the CPU
-    with pytest.raises(rollout.UsageError, match="--dtype 'float16': use auto, bfloat16, float32"):
-        rollout.load_vla("tiny", "libero_goal", device="cpu", dtype="float16")
+    with pytest.raises(libero_envs.UsageError, match="--dtype 'float16': use auto, bfloat16, float32"):
+        openvla_policy.load_vla("tiny", "libero_goal", device="cpu", dtype="float16")
 
 
 def test_bf16_sampling_and_teacher_forced_log_probs_agree(bf16_policy, sharp_dir):
     images = observations(4)
     torch.manual_seed(0)
     tokens, sampled, actions = bf16_policy.act(images, INSTRUCTION)
-    assert tokens.shape == (4, 7) and np.all((tokens >= rollout.ACTION_TOKEN_BEGIN) & (tokens < rollout.VOCAB_SIZE))
+    assert tokens.shape == (4, 7) and np.all(
+        (tokens >= openvla_policy.ACTION_TOKEN_BEGIN) & (tokens < openvla_policy.VOCAB_SIZE)
+    )
     assert actions.shape == (4, 7) and np.all(np.isfinite(actions))
     assert np.all(sampled < 0) and np.all(sampled > -7 * np.log(256) - 50)  # peaked, not flat: the sharpening took
 
@@ -68,7 +72,7 @@ def test_bf16_sampling_and_teacher_forced_log_probs_agree(bf16_policy, sharp_dir
     print(f"bf16 sampling vs teacher-forced log-prob mismatch: {mismatch:.2e}")
     assert mismatch < LOGPROB_MISMATCH_BOUND
 
-    fp32_policy = rollout.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="float32")
+    fp32_policy = openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="float32")
     with torch.no_grad():
         fp32_scored = fp32_policy.log_prob(images, INSTRUCTION, tokens).numpy()
     assert np.abs(fp32_scored - scored).max() > 30 * LOGPROB_MISMATCH_BOUND  # the bound would catch a bf16 slip
@@ -76,7 +80,7 @@ def test_bf16_sampling_and_teacher_forced_log_probs_agree(bf16_policy, sharp_dir
 
 def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, tmp_path):
     torch.manual_seed(0)
-    policy = rollout.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
+    policy = openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
     policy.model = tgrpo.add_lora(policy.model, rank=8, alpha=16)
     optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-3)
     dtypes = [(name, p.dtype) for name, p in policy.model.named_parameters()]
@@ -122,7 +126,7 @@ def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, t
 
     # Plain peft 0.11 loads the adapter into LoRA weights of the base dtype: bf16 rounds what was learned
     # (measured: 0.06 nats off the trained policy's log-probs), so the adapter loads, but not exactly.
-    plain = rollout.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
+    plain = openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
     plain.model = PeftModel.from_pretrained(plain.model, str(checkpoint / "adapter"))
     assert 1e-3 < np.abs(reloaded_log_probs(plain) - after).max() < 0.25
     # tgrpo.py --resume and evaluate.py widen them to fp32 before loading: the log-probs training ended with.

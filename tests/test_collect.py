@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+import libero_envs
+import openvla_policy
+import rewards
 import rollout
 
 from conftest import ROOT
@@ -18,7 +21,7 @@ SUITE, TASK_ID = "libero_goal", 8
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = rollout.EnvPool(2, step_timeout=60.0)
+    pool = libero_envs.EnvPool(2, step_timeout=60.0)
     yield pool
     pool.close()
 
@@ -56,7 +59,7 @@ def test_group_has_every_field_the_trainer_needs(tiny_policy, pool, eef_height):
     assert group.tokens.shape == (n, t, 7) and group.log_probs.shape == (n, t)
     assert group.rewards.shape == (n, t) and group.mask.all() and list(group.lengths) == [6, 6]
     assert not group.success.any() and not group.failed.any()
-    assert ((group.tokens >= rollout.ACTION_TOKEN_BEGIN) & (group.tokens < rollout.VOCAB_SIZE)).all()
+    assert ((group.tokens >= openvla_policy.ACTION_TOKEN_BEGIN) & (group.tokens < openvla_policy.VOCAB_SIZE)).all()
     # The reward is the real eef height after each step: near the start height and changing as the arm moves.
     assert np.all((group.rewards > 0.8) & (group.rewards < 1.6)) and np.ptp(group.rewards) > 0
     assert set(group.timing) == {"simulation", "policy", "other", "total"}
@@ -81,7 +84,7 @@ def test_a_real_success_ends_the_trajectory_in_both_modes(tiny_policy, pool, bow
         assert group.success.all() and list(group.lengths) == [1, 1] and group.mask.shape == (2, 1)
 
 
-class PolicyThatKillsEnv1(rollout.VLAPolicy):
+class PolicyThatKillsEnv1(openvla_policy.VLAPolicy):
     """The real policy; at its 4th call it first kills env 1's worker, as a simulator crash would."""
 
     def __init__(self, policy, pool):
@@ -111,7 +114,7 @@ def test_a_worker_killed_mid_rollout_is_reported_and_replaced(tiny_policy, pool,
 
 def test_a_broken_reward_stops_the_collection_naming_file_step_and_env(tiny_policy, pool, tmp_path_factory):
     broken = reward_file(tmp_path_factory, "broken.py", 'return state["objects"]["no_such_object"]')
-    with pytest.raises(rollout.RewardFileError, match=r"broken.py.*KeyError.*step 1.*\(env 0\)"):
+    with pytest.raises(rewards.RewardFileError, match=r"broken.py.*KeyError.*step 1.*\(env 0\)"):
         collect(tiny_policy, pool, broken, 3)
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import rewards
-import rollout
+import libero_envs
+import openvla_image
 from libero.libero.envs import OffScreenRenderEnv
 
 ONE_TASK_PER_SUITE = [
@@ -20,16 +21,16 @@ ONE_TASK_PER_SUITE = [
 
 
 def bddl(suite, task_id):
-    return rollout.task_bddl_path(rollout.get_task(suite, task_id))
+    return libero_envs.task_bddl_path(libero_envs.get_task(suite, task_id))
 
 
 @pytest.mark.parametrize("suite,task_id", ONE_TASK_PER_SUITE)
 def test_each_suite_constructs_resets_and_steps_past_the_wait(suite, task_id):
-    init_states = rollout.get_init_states(suite, task_id)
+    init_states = libero_envs.get_init_states(suite, task_id)
     assert init_states.shape[0] == 50
-    env = rollout.make_env(bddl(suite, task_id), render=False, horizon=100)
-    obs = rollout.reset_env(env, init_states[0])
-    assert env.env.timestep == rollout.NUM_WAIT_STEPS
+    env = libero_envs.make_env(bddl(suite, task_id), render=False, horizon=100)
+    obs = libero_envs.reset_env(env, init_states[0])
+    assert env.env.timestep == libero_envs.NUM_WAIT_STEPS
     state = rewards.build_reward_state(env, obs, step=0, success=False)
     # The wait steps let dropped objects come to rest on the table (z near 0.9 m, not still falling).
     velocities = env.env.sim.data.qvel
@@ -42,16 +43,16 @@ def test_each_suite_constructs_resets_and_steps_past_the_wait(suite, task_id):
 
 
 def test_unknown_suite_and_task_id_are_explained():
-    with pytest.raises(rollout.UsageError, match="--suite 'libero_gaol' is unknown; choose one of .*libero_goal"):
-        rollout.get_task("libero_gaol", 0)
-    with pytest.raises(rollout.UsageError, match="--task-ids 10: libero_goal has tasks 0..9"):
-        rollout.get_task("libero_goal", 10)
+    with pytest.raises(libero_envs.UsageError, match="--suite 'libero_gaol' is unknown; choose one of .*libero_goal"):
+        libero_envs.get_task("libero_gaol", 0)
+    with pytest.raises(libero_envs.UsageError, match="--task-ids 10: libero_goal has tasks 0..9"):
+        libero_envs.get_task("libero_goal", 10)
 
 
 def test_stepping_to_the_cap_raises_nothing_although_robosuite_would():
     max_steps = 40
-    env = rollout.make_env(bddl("libero_goal", 8), render=False, horizon=rollout.env_horizon(max_steps))
-    rollout.reset_env(env, rollout.get_init_states("libero_goal", 8)[0])
+    env = libero_envs.make_env(bddl("libero_goal", 8), render=False, horizon=libero_envs.env_horizon(max_steps))
+    libero_envs.reset_env(env, libero_envs.get_init_states("libero_goal", 8)[0])
     for _ in range(max_steps):
         env.step(np.zeros(7))
     # The horizon trap that env_horizon avoids: past robosuite's own horizon the next step raises.
@@ -66,7 +67,7 @@ def render_with_bowl_at(env, position):
     joint = env.env.objects_dict["akita_black_bowl_1"].joints[-1]
     env.env.sim.data.set_joint_qpos(joint, np.concatenate([position, [1.0, 0, 0, 0]]))
     obs = env.regenerate_obs_from_state(env.get_sim_state())
-    return rollout.preprocess_image(obs["agentview_image"]).astype(int)
+    return openvla_image.preprocess_image(obs["agentview_image"]).astype(int)
 
 
 def centroid_of_change(image, baseline):
@@ -76,8 +77,8 @@ def centroid_of_change(image, baseline):
 
 
 def test_policy_image_is_upright():
-    env = rollout.make_env(bddl("libero_goal", 8), render=True, horizon=100)
-    rollout.reset_env(env, rollout.get_init_states("libero_goal", 8)[0])
+    env = libero_envs.make_env(bddl("libero_goal", 8), render=True, horizon=100)
+    libero_envs.reset_env(env, libero_envs.get_init_states("libero_goal", 8)[0])
     baseline = render_with_bowl_at(env, np.array([5.0, 5.0, 0.0]))
     low = centroid_of_change(render_with_bowl_at(env, np.array([0.0, 0.0, 0.95])), baseline)
     high = centroid_of_change(render_with_bowl_at(env, np.array([0.0, 0.0, 1.25])), baseline)
@@ -86,25 +87,25 @@ def test_policy_image_is_upright():
     # The agentview camera faces the robot, so the world's +y is the viewer's left. A plain vertical flip
     # (instead of the 180-degree rotation) would pass the check above and fail this one.
     assert left[1] < low[1] - 10
-    assert rollout.preprocess_image(np.zeros((256, 256, 3), np.uint8)).shape == (224, 224, 3)
+    assert openvla_image.preprocess_image(np.zeros((256, 256, 3), np.uint8)).shape == (224, 224, 3)
     env.close()
 
 
 def spec(max_steps=20):
-    return rollout.EnvSpec(bddl("libero_goal", 8), rollout.env_horizon(max_steps), camera_size=128)
+    return libero_envs.EnvSpec(bddl("libero_goal", 8), libero_envs.env_horizon(max_steps), camera_size=128)
 
 
 def test_envs_reset_to_the_same_init_state_observe_the_same():
-    pool = rollout.EnvPool(2)
+    pool = libero_envs.EnvPool(2)
     try:
-        init_state = rollout.get_init_states("libero_goal", 8)[3]
+        init_state = libero_envs.get_init_states("libero_goal", 8)[3]
         first, second = pool.reset([0, 1], spec(), init_state, task_label="put_the_bowl_on_the_plate")
         np.testing.assert_array_equal(first["image"], second["image"])
         np.testing.assert_array_equal(first["state"]["eef_pos"], second["state"]["eef_pos"])
         for name, entry in first["state"]["objects"].items():
             np.testing.assert_array_equal(entry["pos"], second["state"]["objects"][name]["pos"])
         # ... and a different init state looks different.
-        other = pool.reset([0], spec(), rollout.get_init_states("libero_goal", 8)[4])[0]
+        other = pool.reset([0], spec(), libero_envs.get_init_states("libero_goal", 8)[4])[0]
         assert np.abs(other["image"].astype(int) - first["image"]).max() > 0
     finally:
         pool.close()
@@ -117,7 +118,7 @@ def fixture_positions(state: dict) -> dict:
 def test_episode_k_gets_the_fixture_placement_of_upstreams_loop():
     # Upstream's evaluation loop, through LIBERO's own API: one env per task (hard resets, its default), seeded
     # once with 0, a reset before every episode, then the episode's steps.
-    task, init_states = rollout.get_task("libero_goal", 8), rollout.get_init_states("libero_goal", 8)
+    task, init_states = libero_envs.get_task("libero_goal", 8), libero_envs.get_init_states("libero_goal", 8)
     upstream = OffScreenRenderEnv(bddl_file_name=bddl("libero_goal", 8), camera_heights=128, camera_widths=128)
     upstream.seed(0)
     expected = []
@@ -132,7 +133,7 @@ def test_episode_k_gets_the_fixture_placement_of_upstreams_loop():
 
     # Ours, as evaluate.py resets its workers: episodes out of order, on workers that ran other episodes
     # before, and episode 1 again on the other worker.
-    pool = rollout.EnvPool(2)
+    pool = libero_envs.EnvPool(2)
     try:
         for ids, episodes in (([0, 1], [2, 0]), ([1, 0], [1, 2]), ([0], [1])):
             results = pool.reset(ids, spec(), [init_states[k] for k in episodes], episodes, task_label=task.name)
@@ -146,9 +147,9 @@ def test_episode_k_gets_the_fixture_placement_of_upstreams_loop():
 
 
 def test_a_hung_worker_times_out_and_is_replaced(capfd):
-    pool = rollout.EnvPool(2, step_timeout=5.0)
+    pool = libero_envs.EnvPool(2, step_timeout=5.0)
     try:
-        init_state = rollout.get_init_states("libero_goal", 8)[0]
+        init_state = libero_envs.get_init_states("libero_goal", 8)[0]
         pool.reset([0, 1], spec(), init_state, task_label="put_the_bowl_on_the_plate")
         hung_pid = pool.workers[0].pid
         os.kill(hung_pid, signal.SIGSTOP)
@@ -164,18 +165,18 @@ def test_a_hung_worker_times_out_and_is_replaced(capfd):
 def test_a_reused_env_replays_exactly_like_a_fresh_one():
     # Soft resets keep the gripper's integrated command and the solver warm start, and every reset re-samples
     # the fixture placements (not part of LIBERO's init states), unless reset_env takes care of all three.
-    init_state = rollout.get_init_states("libero_goal", 8)[0]
+    init_state = libero_envs.get_init_states("libero_goal", 8)[0]
     actions = np.random.default_rng(0).uniform(-1, 1, size=(5, 7))
 
     def replay(env):
-        rollout.reset_env(env, init_state)
+        libero_envs.reset_env(env, init_state)
         for action in actions:
             env.step(action)
         return np.concatenate([env.get_sim_state(), env.sim.model.body_pos.ravel()])
 
-    used = rollout.make_env(bddl("libero_goal", 8), render=False, horizon=200)
+    used = libero_envs.make_env(bddl("libero_goal", 8), render=False, horizon=200)
     replay(used)
     for action in np.random.default_rng(1).uniform(-1, 1, size=(30, 7)):
         used.step(action)
-    fresh = rollout.make_env(bddl("libero_goal", 8), render=False, horizon=200)
+    fresh = libero_envs.make_env(bddl("libero_goal", 8), render=False, horizon=200)
     np.testing.assert_array_equal(replay(used), replay(fresh))

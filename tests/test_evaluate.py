@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import evaluate
-import rollout
+import libero_envs
+import openvla_policy
 
 from conftest import ROOT
 
@@ -19,7 +20,7 @@ SMALL = dict(max_steps=5, camera_size=128, progress=False)
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = rollout.EnvPool(2, step_timeout=60.0)
+    pool = libero_envs.EnvPool(2, step_timeout=60.0)
     yield pool
     pool.close()
 
@@ -86,7 +87,7 @@ def test_suite_all_prints_table1_beside_the_published_rows(tiny_cache, tmp_path,
 
 
 def test_real_success_counts_and_a_crashed_episode_is_a_reported_failure(tiny_policy, pool, bowl_on_plate, capfd):
-    init0 = rollout.get_init_states(SUITE, BOWL_TASK)[0]
+    init0 = libero_envs.get_init_states(SUITE, BOWL_TASK)[0]
     broken = np.zeros(3)  # the simulator raises on a state of the wrong size
     states = {BOWL_TASK: [bowl_on_plate, init0, broken, bowl_on_plate]}
     result = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], pool=pool, init_states=states, **SMALL)
@@ -103,7 +104,7 @@ def test_real_success_counts_and_a_crashed_episode_is_a_reported_failure(tiny_po
 
 def test_results_do_not_depend_on_num_envs(tiny_policy, pool, bowl_on_plate):
     # Episodes of different lengths, so with 2 envs a worker is handed the next init state mid-way.
-    init = rollout.get_init_states(SUITE, BOWL_TASK)
+    init = libero_envs.get_init_states(SUITE, BOWL_TASK)
     states = {BOWL_TASK: [init[0], bowl_on_plate, init[1]]}
     with_two = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], pool=pool, init_states=states, **SMALL)
     with_one = evaluate.evaluate_suite(
@@ -130,7 +131,9 @@ def make_lora(model, directory, perturb: bool, save_embedding_layers="auto") -> 
 
 def test_lora_adapter_loads_and_changes_the_actions(tiny_policy, tmp_path):
     # Where tgrpo.py saves it: --lora accepts the run dir or the adapter dir.
-    make_lora(rollout.load_vla("tiny", SUITE, "cpu").model, tmp_path / "run" / "checkpoint" / "adapter", perturb=True)
+    make_lora(
+        openvla_policy.load_vla("tiny", SUITE, "cpu").model, tmp_path / "run" / "checkpoint" / "adapter", perturb=True
+    )
     assert evaluate.lora_adapter_dir(str(tmp_path / "run")) == str(tmp_path / "run" / "checkpoint" / "adapter")
     lora_policy = evaluate.load_policy("tiny", SUITE, str(tmp_path / "run"), "cpu")
     assert type(lora_policy.model).__name__ == "PeftModel"
@@ -140,7 +143,7 @@ def test_lora_adapter_loads_and_changes_the_actions(tiny_policy, tmp_path):
     assert (base_tokens != lora_tokens).any() and lora_actions.shape == (4, 7)
     # A fresh (B = 0) adapter is a no-op: the wrapped model decodes exactly like the base model. (Saved
     # without the lm_head base weights that peft adds by default when all-linear targets lm_head.)
-    noop = rollout.load_vla("tiny", SUITE, "cpu").model
+    noop = openvla_policy.load_vla("tiny", SUITE, "cpu").model
     make_lora(noop, tmp_path / "noop", perturb=False, save_embedding_layers=False)
     noop_policy = evaluate.load_policy("tiny", SUITE, str(tmp_path / "noop"), "cpu")
     noop_tokens, _, _ = noop_policy.act(images, "put the bowl on the plate", temperature=0.0)
@@ -157,7 +160,7 @@ def test_mismatched_lora_dirs_get_a_clear_message(tiny_cache, tmp_path):
     with pytest.raises(evaluate.UsageError, match=r"--lora .*narrow does not match the base model .*size mismatch"):
         evaluate.load_policy("tiny", SUITE, str(tmp_path / "narrow"), "cpu")
     # Made on the language model alone: peft would silently skip every weight; we refuse.
-    make_lora(rollout.load_vla("tiny", SUITE, "cpu").model.language_model, tmp_path / "llm_only", perturb=True)
+    make_lora(openvla_policy.load_vla("tiny", SUITE, "cpu").model.language_model, tmp_path / "llm_only", perturb=True)
     with pytest.raises(evaluate.UsageError, match=r"does not match the base model.*saved tensors match no module"):
         evaluate.load_policy("tiny", SUITE, str(tmp_path / "llm_only"), "cpu")
     (tmp_path / "run" / "adapter").mkdir(parents=True)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))  # the spawned validation process inherits sys.pat
 
 import gen_reward  # noqa: E402
 import rewards  # noqa: E402
-import rollout  # noqa: E402
+import libero_envs  # noqa: E402
 
 API_KEY = "sk-test-SECRET123"
 SUITE, TASK_ID, TASK_NAME = "libero_goal", 8, "put_the_bowl_on_the_plate"
@@ -198,7 +198,7 @@ def assert_key_absent(tmp_path: Path, *texts: str) -> None:
 
 def run_main_expecting_exit(args: gen_reward.Args) -> str:
     """The message the command line prints: a user error (one line) or the list of failed tasks."""
-    with pytest.raises((SystemExit, rollout.UsageError)) as exit_info:
+    with pytest.raises((SystemExit, libero_envs.UsageError)) as exit_info:
         gen_reward.main(args)
     if isinstance(exit_info.value, SystemExit):
         assert exit_info.value.code not in (0, None)
@@ -377,9 +377,9 @@ def test_key_poses_come_from_gripper_transitions_of_the_demos(tmp_path):
 
 def task_facts(task_id: int) -> tuple:
     """What a prompt must carry from the task itself: its BDDL file and the real positions of its first state."""
-    task = rollout.get_task(SUITE, task_id)
+    task = libero_envs.get_task(SUITE, task_id)
     states, infos, _ = gen_reward.collect_validation_states(SUITE, task_id, 1, 1, 0)
-    return task, Path(rollout.task_bddl_path(task)).read_text().strip(), states[0], infos[0]
+    return task, Path(libero_envs.task_bddl_path(task)).read_text().strip(), states[0], infos[0]
 
 
 @pytest.mark.parametrize("task_id", [TASK_ID, 0])
@@ -395,7 +395,7 @@ def test_dry_run_prompt_carries_the_tasks_own_bddl_values_and_cap(task_id, tmp_p
         assert f"pos {gen_reward.format_vector(entry['pos'])}" in prompt and name in prompt
     assert f"eef_pos {gen_reward.format_vector(state['eef_pos'])}" in prompt
     # The run's `info` and the prompt agree on the step cap: the training cap of the suite.
-    assert info["max_steps"] == rollout.TRAIN_MAX_STEPS[SUITE] == 200
+    assert info["max_steps"] == libero_envs.TRAIN_MAX_STEPS[SUITE] == 200
     assert f'"max_steps": {info["max_steps"]}' in prompt
 
 
@@ -466,7 +466,7 @@ def compute_reward(state, info):
 def test_validator_rejects_with_the_reason(source, expected, tmp_path):
     start = time.monotonic()
     args = make_args(tmp_path, reward_cpu_seconds=1.0)
-    with pytest.raises(rollout.RewardFileError) as error:
+    with pytest.raises(rewards.RewardFileError) as error:
         gen_reward.validate_reward_source(source, SUITE, TASK_ID, "probe.py", args)
     assert str(error.value).startswith("probe.py") and expected in str(error.value), str(error.value)
     assert time.monotonic() - start < 90

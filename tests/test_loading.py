@@ -8,36 +8,39 @@ from pathlib import Path
 import pytest
 import torch
 
-import rollout
+import libero_envs
+import openvla_policy
 
 PRISMATIC_FILES = ("configuration_prismatic.py", "modeling_prismatic.py", "processing_prismatic.py")
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 
 
 def working(**changes):
-    versions = {package: working[0] for package, working in rollout.WORKING_VERSIONS.items()}
+    versions = {package: working[0] for package, working in openvla_policy.WORKING_VERSIONS.items()}
     return {**versions, **changes}
 
 
 def test_version_guard_names_installed_and_needed_versions_and_the_fix():
-    assert rollout.version_problem(working()) is None
-    assert rollout.version_problem(working(timm="0.9.16", transformers="4.40.1+cu121")) is None  # upstream's timm set
+    assert openvla_policy.version_problem(working()) is None
+    assert (
+        openvla_policy.version_problem(working(timm="0.9.16", transformers="4.40.1+cu121")) is None
+    )  # upstream's timm set
 
-    problem = rollout.version_problem(working(transformers="4.50.0"))
+    problem = openvla_policy.version_problem(working(transformers="4.50.0"))
     assert problem.startswith("transformers 4.50.0 is installed, OpenVLA's stack needs 4.40.1")
-    assert "pip install -r requirements.txt" in problem and rollout.ALLOW_UNTESTED_VERSIONS in problem
+    assert "pip install -r requirements.txt" in problem and openvla_policy.ALLOW_UNTESTED_VERSIONS in problem
     assert "\n" not in problem
 
-    problem = rollout.version_problem(working(timm="1.0.3", peft=None))
+    problem = openvla_policy.version_problem(working(timm="1.0.3", peft=None))
     assert "timm 1.0.3 is installed, OpenVLA's stack needs 0.9.10 or 0.9.11 or 0.9.12 or 0.9.16" in problem
     assert "; peft is not installed, OpenVLA's stack needs 0.11.1." in problem
     assert "transformers" not in problem.split(".")[0]
 
 
 def test_installed_versions_pass_and_match_requirements():
-    rollout.check_versions()  # raises if this environment is not the pinned one
+    openvla_policy.check_versions()  # raises if this environment is not the pinned one
     pins = dict(re.findall(r"^(transformers|timm|peft)==(\S+)", REQUIREMENTS.read_text(), re.MULTILINE))
-    assert {package: working[0] for package, working in rollout.WORKING_VERSIONS.items()} == pins
+    assert {package: working[0] for package, working in openvla_policy.WORKING_VERSIONS.items()} == pins
 
 
 def checkpoint_dir(tmp_path, auto_map=None, files=(), model_type="openvla", processor_auto_map=None):
@@ -79,8 +82,8 @@ def empty_hub_cache(tmp_path, monkeypatch):
 
 def test_code_in_another_repository_names_files_source_and_destination(tmp_path, empty_hub_cache):
     directory = checkpoint_dir(tmp_path, CROSS_REPO_MAP, processor_auto_map=CROSS_REPO_PROCESSOR_MAP)
-    with pytest.raises(rollout.UsageError) as error:
-        rollout.resolve_checkpoint(str(directory), "libero_goal")
+    with pytest.raises(libero_envs.UsageError) as error:
+        openvla_policy.resolve_checkpoint(str(directory), "libero_goal")
     message = str(error.value)
     assert "\n" not in message and message.startswith(
         f"--model {directory}: its code lives in the hub repository openvla/openvla-7b"
@@ -97,45 +100,45 @@ def test_code_in_another_repository_names_files_source_and_destination(tmp_path,
     (empty_hub_cache / "models--openvla--openvla-7b" / "refs" / "main").write_text("0123abc")
     for name in PRISMATIC_FILES:
         (snapshot / name).write_text("# remote code\n")
-    assert rollout.resolve_checkpoint(str(directory), "libero_goal") == (str(directory), False)
+    assert openvla_policy.resolve_checkpoint(str(directory), "libero_goal") == (str(directory), False)
 
 
 def test_missing_local_remote_code_names_the_files(tmp_path, empty_hub_cache):
     directory = checkpoint_dir(tmp_path, LOCAL_MAP, files=["configuration_prismatic.py"])
     with pytest.raises(
-        rollout.UsageError,
+        libero_envs.UsageError,
         match=(
             r"the code its auto_map names \(config.json\) is not there: fetch modeling_prismatic.py from "
             r"https://huggingface.co/openvla/openvla-7b into .*openvla-7b-finetuned-libero-goal \(`huggingface-cli "
             r"download openvla/openvla-7b modeling_prismatic.py --local-dir "
         ),
     ):
-        rollout.resolve_checkpoint(str(directory), "libero_goal")
+        openvla_policy.resolve_checkpoint(str(directory), "libero_goal")
     (directory / "modeling_prismatic.py").write_text("# remote code\n")
-    assert rollout.resolve_checkpoint(str(directory), "libero_goal") == (str(directory), False)
+    assert openvla_policy.resolve_checkpoint(str(directory), "libero_goal") == (str(directory), False)
 
 
 def test_a_config_without_auto_map_for_an_unknown_model_type_is_explained(tmp_path):
     directory = checkpoint_dir(tmp_path)
     with pytest.raises(
-        rollout.UsageError,
+        libero_envs.UsageError,
         match=(
             r"config.json has model_type 'openvla', which transformers does not know, and no auto_map .* "
             r"configuration_prismatic.py modeling_prismatic.py processing_prismatic.py and their auto_map from "
             r"openvla/openvla-7b"
         ),
     ):
-        rollout.resolve_checkpoint(str(directory), "libero_goal")
+        openvla_policy.resolve_checkpoint(str(directory), "libero_goal")
 
 
 def test_any_checkpoint_loads_on_the_cpu_and_a_large_one_gets_a_memory_warning(tiny_cache, capsys):
-    path, is_tiny = rollout.resolve_checkpoint("tiny", "libero_goal")
-    policy = rollout.load_vla(path, "libero_goal", device="cpu")
+    path, is_tiny = openvla_policy.resolve_checkpoint("tiny", "libero_goal")
+    policy = openvla_policy.load_vla(path, "libero_goal", device="cpu")
     num_parameters = sum(p.numel() for p in policy.model.parameters())
-    assert rollout.stored_parameter_count(path) == num_parameters  # read from the safetensors header alone
+    assert openvla_policy.stored_parameter_count(path) == num_parameters  # read from the safetensors header alone
     assert "warning" not in capsys.readouterr().out  # 5M parameters: nothing to say
 
-    warning = rollout.cpu_memory_warning(7_541_237_184, torch.float32)
+    warning = openvla_policy.cpu_memory_warning(7_541_237_184, torch.float32)
     assert warning.startswith("[rollout] warning: 7.54B parameters in float32 on the CPU take about 30 GB")
-    assert "15 GB" in rollout.cpu_memory_warning(7_541_237_184, torch.bfloat16)
-    assert rollout.cpu_memory_warning(num_parameters, torch.float32) is None
+    assert "15 GB" in openvla_policy.cpu_memory_warning(7_541_237_184, torch.bfloat16)
+    assert openvla_policy.cpu_memory_warning(num_parameters, torch.float32) is None

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-import rollout
+import libero_envs
+import openvla_policy
 
 INSTRUCTION = "put the bowl on the plate"
 
@@ -15,46 +16,46 @@ def test_encoding_matches_the_published_mapping():
     bins = np.linspace(-1, 1, 256)
     assert bins[127] < 0 < bins[128]
     expected = [31999, 31999, 32000 - 128, 32000 - np.digitize(0.5, bins), 31744, 31744]
-    np.testing.assert_array_equal(rollout.actions_to_action_tokens(actions), expected)
+    np.testing.assert_array_equal(openvla_policy.actions_to_action_tokens(actions), expected)
 
 
 def test_decoding_matches_the_published_mapping():
     # index = 32000 - token - 1, clipped to [0, 254], then the bin center.
     half_bin = 1.0 / 255.0
-    decoded = rollout.action_tokens_to_actions(np.array([31999, 31872, 31745, 31744]))
+    decoded = openvla_policy.action_tokens_to_actions(np.array([31999, 31872, 31745, 31744]))
     np.testing.assert_allclose(decoded, [-1 + half_bin, 0.0, 1 - half_bin, 1 - half_bin], atol=1e-12)
     actions = np.random.default_rng(0).uniform(-1, 1, size=1000)
-    roundtrip = rollout.action_tokens_to_actions(rollout.actions_to_action_tokens(actions))
+    roundtrip = openvla_policy.action_tokens_to_actions(openvla_policy.actions_to_action_tokens(actions))
     assert np.abs(roundtrip - actions).max() <= 2 * half_bin + 1e-12
 
 
 def test_unnormalize_maps_the_unit_range_to_q01_q99_except_masked_dims():
     stats = {"q01": [-0.5, 0.0, -2.0], "q99": [0.5, 1.0, 2.0], "mask": [True, True, False]}
-    out = rollout.unnormalize_actions(np.array([[-1.0, 0.0, 0.3], [1.0, 1.0, -0.7]]), stats)
+    out = openvla_policy.unnormalize_actions(np.array([[-1.0, 0.0, 0.3], [1.0, 1.0, -0.7]]), stats)
     np.testing.assert_allclose(out, [[-0.5, 0.5, 0.3], [0.5, 1.0, -0.7]])
 
 
 def test_gripper_mapping_open_is_minus_one_close_is_plus_one():
     actions = np.zeros((3, 7))
     actions[:, -1] = [0.99, 0.02, 0.7]  # OpenVLA: 1 = open
-    np.testing.assert_array_equal(rollout.gripper_to_libero(actions)[:, -1], [-1.0, 1.0, -1.0])
+    np.testing.assert_array_equal(openvla_policy.gripper_to_libero(actions)[:, -1], [-1.0, 1.0, -1.0])
     assert actions[0, -1] == 0.99, "the input must not be modified"
 
 
 def test_norm_stats_accept_either_key_spelling_and_explain_a_miss():
     stats = {"q01": [0.0] * 7, "q99": [1.0] * 7}
-    assert rollout.select_action_stats({"libero_goal_no_noops": {"action": stats}}, "libero_goal") is stats
-    assert rollout.select_action_stats({"libero_goal": {"action": stats}, "x": {}}, "libero_goal") is stats
+    assert openvla_policy.select_action_stats({"libero_goal_no_noops": {"action": stats}}, "libero_goal") is stats
+    assert openvla_policy.select_action_stats({"libero_goal": {"action": stats}, "x": {}}, "libero_goal") is stats
     with pytest.raises(ValueError, match="no action statistics for suite 'libero_10'.*libero_goal"):
-        rollout.select_action_stats({"libero_goal": {"action": stats}, "bridge": {}}, "libero_10")
+        openvla_policy.select_action_stats({"libero_goal": {"action": stats}, "bridge": {}}, "libero_10")
 
 
 def test_a_checkpoint_that_is_not_there_names_the_choices(tmp_path):
     # Any checkpoint may load on any device (tests/test_loading.py); one that does not exist gets the choices.
     with pytest.raises(
-        rollout.UsageError, match="neither a checkpoint directory with a config.json nor a hub id.*--model tiny"
+        libero_envs.UsageError, match="neither a checkpoint directory with a config.json nor a hub id.*--model tiny"
     ):
-        rollout.load_vla(str(tmp_path / "missing"), "libero_goal", device="cpu")
+        openvla_policy.load_vla(str(tmp_path / "missing"), "libero_goal", device="cpu")
 
 
 def observations(batch, seed=0):
@@ -66,16 +67,16 @@ def test_tiny_loads_through_the_checkpoint_path(tiny_policy, tiny_cache):
     (directory,) = list(tiny_cache.glob("tiny-vla-*"))
     assert (directory / "config.json").exists()
     assert type(tiny_policy.model).__module__.startswith("transformers_modules")
-    reloaded = rollout.load_vla(str(directory), "libero_goal", device="cpu")
+    reloaded = openvla_policy.load_vla(str(directory), "libero_goal", device="cpu")
     assert reloaded.action_stats == tiny_policy.action_stats
 
 
 def test_prompt_follows_openvla_and_ends_with_the_space_token(tiny_policy):
-    assert rollout.build_prompt("Put the BOWL on the plate") == (
+    assert openvla_policy.build_prompt("Put the BOWL on the plate") == (
         "In: What action should the robot take to put the bowl on the plate?\nOut:"
     )
     inputs = tiny_policy.prepare(observations(2), INSTRUCTION)
-    assert inputs["input_ids"][0, 0] == 1 and (inputs["input_ids"][:, -1] == rollout.SPACE_TOKEN).all()
+    assert inputs["input_ids"][0, 0] == 1 and (inputs["input_ids"][:, -1] == openvla_policy.SPACE_TOKEN).all()
     assert inputs["attention_mask"].shape == inputs["input_ids"].shape and inputs["attention_mask"].all()
     assert inputs["pixel_values"].shape == (2, 6, 224, 224)
 
@@ -86,7 +87,7 @@ def test_sampling_never_leaves_the_action_tokens(tiny_policy):
     assert tokens.shape == (4, 7) and log_probs.shape == (4,) and actions.shape == (4, 7)
     for _ in range(5):
         tokens, _, actions = tiny_policy.act(observations(4), INSTRUCTION, temperature=5.0)
-        assert ((tokens >= rollout.ACTION_TOKEN_BEGIN) & (tokens < rollout.VOCAB_SIZE)).all()
+        assert ((tokens >= openvla_policy.ACTION_TOKEN_BEGIN) & (tokens < openvla_policy.VOCAB_SIZE)).all()
     # Hot sampling spreads over many bins; the gripper is always exactly open or closed.
     assert len(np.unique(tokens)) > 10
     assert set(np.unique(actions[:, -1])) <= {-1.0, 1.0}

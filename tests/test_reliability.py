@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import rollout
+import libero_envs
 import tgrpo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +187,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_so(uninterrupted, t
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # files stop growing at 4 KB, as on a full disk
     try:
-        with pytest.raises(rollout.UsageError) as error:
+        with pytest.raises(libero_envs.UsageError) as error:
             tgrpo.save_checkpoint(run_dir, policy.model, optimizer, state, tgrpo.rng_state())
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)

@@ -3,6 +3,7 @@ bad or missing file is named with the line and the command that fixes it."""
 
 import pytest
 
+import rewards
 import rollout
 
 OK = "def compute_reward(state, info):\n    return 0.0\n"
@@ -33,7 +34,7 @@ def test_a_good_file_is_read_with_its_hash(tmp_path):
     ids=["import-os", "syntax-error", "no-function", "numpy-lib-os", "dunder"],
 )
 def test_rejected_files_name_the_file_the_line_and_the_fix(tmp_path, source, message):
-    with pytest.raises(rollout.RewardFileError, match=message) as error:
+    with pytest.raises(rewards.RewardFileError, match=message) as error:
         read(tmp_path, source)
     assert str(tmp_path / "reward.py") in str(error.value) and FIX in str(error.value)
 
@@ -45,7 +46,7 @@ def test_reading_a_file_never_runs_it(tmp_path):
 
 
 def test_a_missing_file_names_the_command_that_generates_it(tmp_path):
-    with pytest.raises(rollout.RewardFileError) as error:
+    with pytest.raises(rewards.RewardFileError) as error:
         rollout.read_reward_file("libero_goal", "put_the_bowl_on_the_plate", str(tmp_path / "absent.py"))
     assert "absent.py" in str(error.value) and FIX.removesuffix(" --overwrite") in str(error.value)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import rewards
-import rollout
+import libero_envs
 
 from conftest import ROOT
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-TASK_NAMES = {suite: [task.name for task in rollout.get_suite(suite).tasks] for suite in SUITES}
+TASK_NAMES = {suite: [task.name for task in libero_envs.get_suite(suite).tasks] for suite in SUITES}
 ALL_TASKS = [(suite, name) for suite in SUITES for name in TASK_NAMES[suite]]
 
 INIT_STATE_IDS = (0, 1, 2)  # rewards at these init states (after the wait steps); the goal is built on the last
@@ -153,22 +153,24 @@ GOAL_CASES = [
 def rewards_at_init_then_built(suite, task_name, *builds):
     """Rewards at INIT_STATE_IDS; then, per build, reset to the last of them, build, settle: (state, reward)."""
     task_id = TASK_NAMES[suite].index(task_name)
-    task = rollout.get_task(suite, task_id)
+    task = libero_envs.get_task(suite, task_id)
     reward_fn = rewards.load_reward_fn(rewards.reward_file_path(suite, task.name))
-    init_states = rollout.get_init_states(suite, task_id)
-    horizon = rollout.NUM_WAIT_STEPS + SETTLE_STEPS + 10  # robosuite refuses steps past its horizon
-    env = rollout.make_env(rollout.task_bddl_path(task), render=False, horizon=horizon)
+    init_states = libero_envs.get_init_states(suite, task_id)
+    horizon = libero_envs.NUM_WAIT_STEPS + SETTLE_STEPS + 10  # robosuite refuses steps past its horizon
+    env = libero_envs.make_env(libero_envs.task_bddl_path(task), render=False, horizon=horizon)
     try:
         init_rewards = []
         for init_state_id in INIT_STATE_IDS:
-            obs = rollout.reset_env(env, init_states[init_state_id])
+            obs = libero_envs.reset_env(env, init_states[init_state_id])
             initial = rewards.build_reward_state(env, obs, 0, False)
-            info = rewards.build_reward_info(suite, task.name, task.language, rollout.TRAIN_MAX_STEPS[suite], initial)
+            info = rewards.build_reward_info(
+                suite, task.name, task.language, libero_envs.TRAIN_MAX_STEPS[suite], initial
+            )
             init_rewards.append(rewards.call_reward(reward_fn, initial, info, cpu_seconds=None, memory_mb=None))
             assert not initial["success"]
         built = []
         for build in builds:
-            rollout.reset_env(env, init_states[INIT_STATE_IDS[-1]])
+            libero_envs.reset_env(env, init_states[INIT_STATE_IDS[-1]])
             build(env.env)
             for _ in range(SETTLE_STEPS):
                 obs, _, done, _ = env.step(STILL_OPEN)

@@ -8,6 +8,9 @@ import sys
 import pytest
 
 import evaluate
+import libero_envs
+import openvla_policy
+import rewards
 import rollout
 import tgrpo
 
@@ -18,7 +21,7 @@ SMALL = dict(max_steps=2, camera_size=128)
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = rollout.EnvPool(1, step_timeout=60.0)
+    pool = libero_envs.EnvPool(1, step_timeout=60.0)
     yield pool
     pool.close()
 
@@ -45,9 +48,9 @@ class RecordingPolicy:
 )
 def test_the_policy_receives_the_perturbed_instruction(tiny_policy, pool, suite, instruction):
     # The perturbation suites keep the base task's name and task.language: the perturbed wording lives in the BDDL.
-    assert rollout.get_task(suite, 0).language == "open the middle drawer of the cabinet"
+    assert libero_envs.get_task(suite, 0).language == "open the middle drawer of the cabinet"
     policy = RecordingPolicy(tiny_policy)
-    init = rollout.get_init_states(suite, 0)[:1]
+    init = libero_envs.get_init_states(suite, 0)[:1]
     evaluate.evaluate_suite(policy, suite, task_ids=[0], pool=pool, init_states={0: init}, progress=False, **SMALL)
     assert set(policy.instructions) == {instruction} and len(policy.instructions) == 2
 
@@ -56,7 +59,9 @@ def test_object_and_swap_bddls_keep_the_clean_wording_so_they_get_the_clean_inst
     from libero.libero.envs.bddl_utils import get_problem_info
 
     def bddl_language(suite, task_id):
-        return get_problem_info(rollout.task_bddl_path(rollout.get_task(suite, task_id)))["language_instruction"]
+        return get_problem_info(libero_envs.task_bddl_path(libero_envs.get_task(suite, task_id)))[
+            "language_instruction"
+        ]
 
     for suite in ("libero_goal", "libero_spatial", "libero_object", "libero_10"):
         for key in ("object", "swap"):
@@ -80,9 +85,11 @@ def test_a_suite_without_its_assets_is_rejected_naming_them():
 
 
 def test_perturbation_suites_run_under_their_base_suite_protocol():
-    assert len(rollout.PERTURBED_SUITES) == 16 and set(rollout.PERTURBED_SUITES) <= set(rollout.SUITES)
-    assert rollout.EVAL_MAX_STEPS["libero_10_swap"] == 520 and rollout.TRAIN_MAX_STEPS["libero_goal_task"] == 200
-    assert rollout.default_checkpoint("libero_goal_lan") == "openvla/openvla-7b-finetuned-libero-goal"
+    assert len(libero_envs.PERTURBED_SUITES) == 16 and set(libero_envs.PERTURBED_SUITES) <= set(libero_envs.SUITES)
+    assert (
+        libero_envs.EVAL_MAX_STEPS["libero_10_swap"] == 520 and libero_envs.TRAIN_MAX_STEPS["libero_goal_task"] == 200
+    )
+    assert openvla_policy.default_checkpoint("libero_goal_lan") == "openvla/openvla-7b-finetuned-libero-goal"
     assert evaluate.protocol_departures("libero_goal_swap", list(range(10)), 50, 300, 0.0, 256, False) == []
 
 
@@ -153,7 +160,7 @@ def test_training_on_swap_uses_the_base_reward_file_and_task_needs_its_own(tiny_
     assert "libero_goal_swap task(s) 8 keep the goal predicates of libero_goal: using libero_goal's reward" in printed
     # The changed task has another goal: the base file would score the wrong one, so the run names the command.
     fix = "python gen_reward.py --suite libero_goal_task --task-ids 8"
-    with pytest.raises(rollout.RewardFileError, match=rf"no reward file at .*libero_goal_task.*{fix}.*does not serve"):
+    with pytest.raises(rewards.RewardFileError, match=rf"no reward file at .*libero_goal_task.*{fix}.*does not serve"):
         rollout.read_reward_files("libero_goal_task", [8])
 
 

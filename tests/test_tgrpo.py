@@ -9,6 +9,9 @@ from peft import PeftModel
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import evaluate
+import libero_envs
+import openvla_policy
+import rewards
 import rollout
 import tgrpo
 
@@ -97,7 +100,7 @@ def test_mask_with_different_lengths_by_hand():
 @pytest.fixture()
 def lora_policy(tiny_cache):
     torch.manual_seed(0)
-    policy = rollout.load_vla("tiny", "libero_goal", device="cpu")
+    policy = openvla_policy.load_vla("tiny", "libero_goal", device="cpu")
     policy.model = tgrpo.add_lora(policy.model, rank=8, alpha=16)
     return policy
 
@@ -110,7 +113,7 @@ def fixed_group(n=2, t=3, seed=0):
         instruction="put the bowl on the plate",
         init_state_id=0,
         images=rng.integers(0, 256, (n, t, 224, 224, 3), dtype=np.uint8),
-        tokens=rng.integers(rollout.ACTION_TOKEN_BEGIN, rollout.VOCAB_SIZE, (n, t, 7)),
+        tokens=rng.integers(openvla_policy.ACTION_TOKEN_BEGIN, openvla_policy.VOCAB_SIZE, (n, t, 7)),
         log_probs=np.zeros((n, t), np.float32),
         rewards=np.zeros((n, t), np.float32),
         mask=np.ones((n, t), bool),
@@ -160,8 +163,8 @@ def test_kl_penalty_and_ppo_epochs_run_and_report(lora_policy):
 
 
 def test_a_missing_reward_file_names_the_command_that_makes_it():
-    with pytest.raises(rollout.RewardFileError, match="python gen_reward.py --suite libero_goal --task-ids 3"):
-        rollout.read_reward_file("libero_goal", rollout.get_task("libero_goal", 3).name, "/nonexistent/reward.py")
+    with pytest.raises(rewards.RewardFileError, match="python gen_reward.py --suite libero_goal --task-ids 3"):
+        rollout.read_reward_file("libero_goal", libero_envs.get_task("libero_goal", 3).name, "/nonexistent/reward.py")
 
 
 def test_schedule_cycles_tasks_then_init_states():
@@ -241,7 +244,7 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
         assert torch.equal(final[name], reference[name]), name
 
     # The adapter loads with plain PEFT and moves the policy's actions away from the base model's.
-    base = rollout.load_vla("tiny", "libero_goal", device="cpu")
+    base = openvla_policy.load_vla("tiny", "libero_goal", device="cpu")
     images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     tokens = base.act(images, "put the bowl on the plate", temperature=0.0)[0]
     base_logp = base.log_prob(images, "put the bowl on the plate", tokens).detach()
@@ -259,9 +262,9 @@ def test_resume_refuses_changes_that_would_make_another_run(tmp_path, tiny_cache
     reward_file = tmp_path / "raise_eef.py"
     reward_file.write_text(RAISE_EEF)
     run_dir = train(tmp_path, reward_file, "one", 1)["run_dir"]
-    with pytest.raises(rollout.UsageError, match="trained with --suite libero_goal, not libero_spatial"):
+    with pytest.raises(libero_envs.UsageError, match="trained with --suite libero_goal, not libero_spatial"):
         tgrpo.main(tgrpo.Args(suite="libero_spatial", resume=str(run_dir)))
-    with pytest.raises(rollout.UsageError, match="trained with --learning-rate 0.001, not 0.5"):
+    with pytest.raises(libero_envs.UsageError, match="trained with --learning-rate 0.001, not 0.5"):
         tgrpo.main(tgrpo.Args(learning_rate=0.5, resume=str(run_dir)))
-    with pytest.raises(rollout.UsageError, match="no complete checkpoint there"):
+    with pytest.raises(libero_envs.UsageError, match="no complete checkpoint there"):
         tgrpo.main(tgrpo.Args(resume=str(tmp_path / "nope")))

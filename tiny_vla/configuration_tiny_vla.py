@@ -63,7 +63,7 @@ class TinyVLAConfig(PretrainedConfig):
 
 
 class OpenVLAShapedConfig(TinyVLAConfig):
-    """The same model at OpenVLA-7B's sizes. A model type other than "tiny_vla", so that `rollout.load_vla`
+    """The same model at OpenVLA-7B's sizes. A model type other than "tiny_vla", so that `openvla_policy.load_vla`
     treats it like the real checkpoint: CUDA only, bf16, flash-attention when installed."""
 
     model_type = "openvla_shaped"

