@@ -196,69 +196,126 @@ def still_running(live: np.ndarray, success: np.ndarray, termination: str) -> np
     return live & ~success
 
 
+@dataclass(frozen=True)
+class GroupStart:
+    """Where a group starts: a task, one of its fixed init states, and a fixture placement number (see
+    libero_envs.seed_placement). `init_state`, a flattened MuJoCo state, overrides the fixed one; `generator`
+    (a torch.Generator) gives the group a sampling stream of its own (None: torch's global RNG)."""
+
+    task_id: int
+    init_state_id: int
+    placement: int = 0
+    init_state: Optional[np.ndarray] = None
+    generator: Optional[torch.Generator] = None
+
+
+def group_generator(seed: int, group_index: int, device) -> torch.Generator:
+    """The sampling stream of a run's `group_index`-th group: the same whichever process or batch collects it."""
+    state = np.random.SeedSequence([seed, group_index]).generate_state(2, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state >> np.uint64(1)))
+
+
 def collect_group(
     policy: VLAPolicy,
     pool: EnvPool,
     *,
-    suite: str,
     task_id: int,
     init_state_id: int,
     reward_file: RewardFile,
+    placement: int = 0,
+    init_state: Optional[np.ndarray] = None,
+    generator: Optional[torch.Generator] = None,
+    **options,
+) -> Group:
+    """One group on all of the pool's envs: collect_groups with one GroupStart (`options`: its keywords)."""
+    start = GroupStart(task_id, init_state_id, placement, init_state, generator)
+    return collect_groups(policy, pool, starts=[start], reward_files={task_id: reward_file}, **options)[0]
+
+
+def collect_groups(
+    policy: VLAPolicy,
+    pool: EnvPool,
+    *,
+    suite: str,
+    starts: list,
+    reward_files: dict,
     max_steps: int,
     temperature: float = 1.0,
     termination: str = "first-success",
     camera_size: int = 256,
-    placement: int = 0,
     reward_limits: tuple = (rewards.DEFAULT_CPU_SECONDS, rewards.DEFAULT_MEMORY_MB),
     progress: bool = False,
-    init_state: Optional[np.ndarray] = None,
-) -> Group:
-    """Run the pool's N envs from one init state and fixture placement (number `placement` of the task's
-    sequence, see seed_placement) with the policy; see `Group` for what comes back.
+) -> list:
+    """G groups at once, one per GroupStart, with N = pool.num_envs / G envs each; see `Group` for what comes
+    back. One batched policy call per step serves every live env of every group (the bigger batch keeps a
+    GPU busy); the groups stay independent otherwise: own task, init state, termination and sampling stream.
 
-    The rewards are computed in the env workers (`reward_limits`: CPU seconds and MB per call).
-    `init_state` (a flattened MuJoCo state) overrides the task's fixed init state `init_state_id`.
+    The rewards are computed in the env workers with `reward_files[task_id]` (`reward_limits`: CPU seconds
+    and MB per call).
     """
     if termination not in ("first-success", "independent"):
         raise UsageError(f"--termination {termination!r}: use first-success or independent")
     if max_steps < 1:
         raise UsageError(f"--max-steps {max_steps}: a trajectory needs at least one step")
-    task = get_task(suite, task_id)
-    n = pool.num_envs
-    spec = EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size)
-    instruction = task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
-    job = RewardJob(reward_file.path, reward_file.source, suite, task.name, instruction, max_steps, *reward_limits)
+    n, rest = divmod(pool.num_envs, len(starts))
+    if n == 0 or rest:
+        raise ValueError(f"{pool.num_envs} envs cannot hold {len(starts)} groups of equal size")
+    group_of = np.repeat(np.arange(len(starts)), n)  # env -> group
+    tasks = [get_task(suite, start.task_id) for start in starts]
+    instructions = [task_instruction(suite, start.task_id) for start in starts]  # the perturbed one on _lan/_task
+    jobs = [
+        RewardJob(file.path, file.source, suite, task.name, instruction, max_steps, *reward_limits)
+        for file, task, instruction in zip((reward_files[s.task_id] for s in starts), tasks, instructions)
+    ]
+    specs = [EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size) for task in tasks]
+    states = [
+        s.init_state if s.init_state is not None else get_init_states(suite, s.task_id)[s.init_state_id] for s in starts
+    ]
     timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
-    start = time.perf_counter()
+    start_time = time.perf_counter()
 
-    if init_state is None:
-        init_state = get_init_states(suite, task_id)[init_state_id]
-    results = pool.reset(list(range(n)), spec, init_state, placement, task_label=task.name, reward_job=job)
-    timing["simulation"] += time.perf_counter() - start
+    results = pool.reset(
+        list(range(pool.num_envs)),
+        [specs[g] for g in group_of],
+        [states[g] for g in group_of],
+        [starts[g].placement for g in group_of],
+        task_label=[tasks[g].name for g in group_of],
+        reward_job=[jobs[g] for g in group_of],
+    )
+    timing["simulation"] += time.perf_counter() - start_time
     live = np.array([r is not None for r in results])
-    if not live.any():
-        raise RuntimeError(
-            f"all {n} env workers failed to reset on {suite}/{task.name} (see the warnings above); "
-            "if they died at start-up, run `python rollout.py --model tiny --num-envs 1` to see the error"
-        )
+    for g, task in enumerate(tasks):
+        if not live[group_of == g].any():
+            raise RuntimeError(
+                f"all {n} env workers failed to reset on {suite}/{task.name} (see the warnings above); "
+                "if they died at start-up, run `python rollout.py --model tiny --num-envs 1` to see the error"
+            )
     failed = ~live
     image_shape = next(r["image"].shape for r in results if r is not None)
     current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
-    success, lengths = np.zeros(n, bool), np.zeros(n, np.int64)
+    success, lengths, steps_taken = np.zeros(len(live), bool), np.zeros(len(live), np.int64), np.zeros(len(starts), int)
     images, tokens, log_probs, rewards_, masks = [], [], [], [], []
+    label = tasks[0].name[:40] if len(starts) == 1 else f"{len(starts)} groups"
 
-    for t in tqdm(range(max_steps), desc=f"{task.name[:40]} steps", leave=False, disable=not progress):
+    for t in tqdm(range(max_steps), desc=f"{label} steps", leave=False, disable=not progress):
         ids = np.flatnonzero(live)
         if len(ids) == 0:
             break
+        steps_taken[np.unique(group_of[ids])] += 1
         images.append(np.stack(current))
         tick = time.perf_counter()
-        step_tokens, step_logp, actions = policy.act(images[-1][ids], instruction, temperature)
+        generators = [starts[g].generator for g in group_of[ids]]
+        step_tokens, step_logp, actions = policy.act(
+            images[-1][ids],
+            [instructions[g] for g in group_of[ids]],
+            temperature,
+            generators=None if generators[0] is None else generators,
+        )
         timing["policy"] += time.perf_counter() - tick
-        tokens.append(np.zeros((n, ACTION_DIM), np.int64))
-        log_probs.append(np.zeros(n, np.float32))
-        rewards_.append(np.zeros(n, np.float32))
-        masks.append(np.zeros(n, bool))
+        tokens.append(np.zeros((len(live), ACTION_DIM), np.int64))
+        log_probs.append(np.zeros(len(live), np.float32))
+        rewards_.append(np.zeros(len(live), np.float32))
+        masks.append(np.zeros(len(live), bool))
         tokens[-1][ids], log_probs[-1][ids] = step_tokens, step_logp
 
         tick = time.perf_counter()
@@ -270,25 +327,35 @@ def collect_group(
                 continue
             rewards_[-1][i], masks[-1][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
             success[i] |= result["done"]
-        live = still_running(live, success, termination)
+        for g in range(len(starts)):
+            envs = group_of == g
+            live[envs] = still_running(live[envs], success[envs], termination)
 
-    timing["total"] = time.perf_counter() - start
+    timing["total"] = time.perf_counter() - start_time
     timing["other"] = timing["total"] - timing["simulation"] - timing["policy"]
-    return Group(
-        suite=suite,
-        task_name=task.name,
-        instruction=instruction,
-        init_state_id=init_state_id,
-        images=np.stack(images, axis=1),
-        tokens=np.stack(tokens, axis=1),
-        log_probs=np.stack(log_probs, axis=1),
-        rewards=np.stack(rewards_, axis=1),
-        mask=np.stack(masks, axis=1),
-        success=success,
-        lengths=lengths,
-        failed=failed,
-        timing=timing,
-    )
+    stacked = [np.stack(steps, axis=1) for steps in (images, tokens, log_probs, rewards_, masks)]
+    groups = []
+    for g, (start, task, instruction) in enumerate(zip(starts, tasks, instructions)):
+        envs, length = slice(g * n, (g + 1) * n), steps_taken[g]  # each group padded to its own longest
+        group_images, group_tokens, group_log_probs, group_rewards, group_mask = (a[envs, :length] for a in stacked)
+        groups.append(
+            Group(
+                suite=suite,
+                task_name=task.name,
+                instruction=instruction,
+                init_state_id=start.init_state_id,
+                images=group_images,
+                tokens=group_tokens,
+                log_probs=group_log_probs,
+                rewards=group_rewards,
+                mask=group_mask,
+                success=success[envs],
+                lengths=lengths[envs],
+                failed=failed[envs],
+                timing=timing,
+            )
+        )
+    return groups
 
 
 def save_videos(group: Group, directory: Path, which: str) -> list:

@@ -315,7 +315,7 @@ class EnvPool:
         self.workers, self.conns = [None] * num_envs, [None] * num_envs
         self.in_reward = [None] * num_envs  # shared flags: a worker is inside reward code
         self.serial_envs = [{} for _ in range(num_envs)]
-        self.task_label, self.reward_job, self.restarts = "", None, 0
+        self.task_labels, self.reward_jobs, self.restarts = [""] * num_envs, [None] * num_envs, 0
         if parallel:
             for i in range(num_envs):
                 self._start_worker(i)
@@ -336,7 +336,7 @@ class EnvPool:
 
     def _replace_worker(self, i: int, reason: str) -> None:
         print(
-            f"[rollout] warning: env {i} failed on task {self.task_label!r}: {reason.strip()}\n"
+            f"[rollout] warning: env {i} failed on task {self.task_labels[i]!r}: {reason.strip()}\n"
             f"[rollout] its trajectory ends as a failure; restarting the worker",
             file=sys.stderr,
         )
@@ -398,7 +398,7 @@ class EnvPool:
             if status == "reward_error":
                 raise RewardFileError(value)
             if status != "ok" and self.in_reward[i] is not None and self.in_reward[i].value:
-                job, worker = self.reward_job, self.workers[i]
+                job, worker = self.reward_jobs[i], self.workers[i]
                 exitcode = None if worker.is_alive() else worker.exitcode
                 raise rewards.reward_process_died(
                     job.path,
@@ -416,16 +416,22 @@ class EnvPool:
             results.append(value)
         return results
 
-    def reset(self, ids: list, spec: EnvSpec, init_states, placements=0, task_label="", reward_job=None) -> list:
-        """Reset envs `ids` (wait steps included) to one shared init state and fixture placement number, or to
-        lists with one per env; None marks a failed env. With a RewardJob, each later step carries its "reward"."""
-        if reward_job is not None and not self.parallel:  # limits act on the whole process: never on this one
-            reward_job = dataclasses.replace(reward_job, cpu_seconds=None, memory_mb=None)
-        self.task_label, self.reward_job = task_label, reward_job
-        if isinstance(init_states, np.ndarray) and init_states.ndim == 1:
-            init_states = [init_states] * len(ids)
-        placements = [placements] * len(ids) if isinstance(placements, int) else placements
-        payloads = [(spec, state, k, reward_job, i) for i, state, k in zip(ids, init_states, placements)]
+    def reset(self, ids: list, spec, init_states, placements=0, task_label="", reward_job=None) -> list:
+        """Reset envs `ids` (wait steps included); None marks a failed env. With a RewardJob, each later step
+        carries its "reward". The EnvSpec, init state, fixture placement number, task label and RewardJob are
+        each one value for all envs or a list with one per env (several groups share a pool that way)."""
+        if isinstance(init_states, np.ndarray) and init_states.ndim == 2:  # (K, D): one state per env
+            init_states = list(init_states)
+        specs, init_states, placements, labels, jobs = (
+            value if isinstance(value, list) else [value] * len(ids)
+            for value in (spec, init_states, placements, task_label, reward_job)
+        )
+        if not self.parallel:  # limits act on the whole process: never on this one
+            jobs = [job and dataclasses.replace(job, cpu_seconds=None, memory_mb=None) for job in jobs]
+        payloads = []
+        for i, spec, state, placement, label, job in zip(ids, specs, init_states, placements, labels, jobs):
+            self.task_labels[i], self.reward_jobs[i] = label, job
+            payloads.append((spec, state, placement, job, i))
         return self._run(ids, "reset", payloads, self.reset_timeout)
 
     def step(self, ids: list, actions: np.ndarray) -> list:

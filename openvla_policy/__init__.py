@@ -94,41 +94,56 @@ class VLAPolicy:
         tokenizer = processor.tokenizer
         self.space_token = SPACE_TOKEN if tokenizer.convert_ids_to_tokens(SPACE_TOKEN) == "▁" else None
 
-    def prepare(self, images: np.ndarray, instruction: str) -> dict:
-        """Model inputs for B images of one task: the same prompt, so no padding is needed."""
+    def prepare(self, images: np.ndarray, instructions) -> tuple[dict, torch.Tensor]:
+        """Model inputs for B images, each with its own instruction (or one `str` for all), and each row's prompt
+        length. Prompts of different lengths are padded on the right: the real tokens keep positions 0..L-1."""
+        instructions = [instructions] * len(images) if isinstance(instructions, str) else list(instructions)
         pil_images = [Image.fromarray(image) for image in images]
-        inputs = self.processor([build_prompt(instruction)] * len(pil_images), pil_images, return_tensors="pt")
+        prompts = [build_prompt(instruction) for instruction in instructions]
+        inputs = self.processor(prompts, pil_images, padding=True, return_tensors="pt")
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-        if self.space_token is not None and input_ids[0, -1] != self.space_token:
+        lengths = attention_mask.sum(1)
+        if self.space_token is not None:
             # Upstream appends it without extending the mask: that fails under eager attention (SDPA and
             # flash-attention 2 drop an all-ones mask in transformers 4.40.1, so it goes unnoticed there).
-            input_ids = torch.nn.functional.pad(input_ids, (0, 1), value=self.space_token)
-            attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)
-        return {
+            rows = torch.arange(len(prompts))
+            lacking = input_ids[rows, lengths - 1] != self.space_token
+            input_ids = torch.nn.functional.pad(input_ids, (0, 1), value=self.processor.tokenizer.pad_token_id)
+            attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=0)
+            input_ids[rows[lacking], lengths[lacking]] = self.space_token
+            attention_mask[rows[lacking], lengths[lacking]] = 1
+            lengths = lengths + lacking
+            input_ids, attention_mask = input_ids[:, : lengths.max()], attention_mask[:, : lengths.max()]
+        inputs = {
             "input_ids": input_ids.to(self.device),
             "attention_mask": attention_mask.to(self.device),
             "pixel_values": inputs["pixel_values"].to(self.device, self.dtype),
         }
+        return inputs, lengths.to(self.device)
 
     @torch.no_grad()
-    def act(self, images: np.ndarray, instruction: str, temperature: float = 1.0):
-        """Sample (or with temperature 0, greedily decode) an action for each of B images.
+    def act(self, images: np.ndarray, instructions, temperature: float = 1.0, generators: Optional[list] = None):
+        """Sample (or with temperature 0, greedily decode) an action for each of B images in one batched call.
 
-        Returns token ids (B, 7), their log-probs summed over the 7 tokens (B,), and env actions (B, 7).
+        `instructions`: one per image, or one `str` for all. `generators`: None (torch's global RNG) or one
+        torch.Generator per image; images that share one draw from it in order, so a group's samples do not
+        depend on which other groups share the batch. Returns token ids (B, 7), their log-probs summed over the
+        7 tokens (B,), and env actions (B, 7).
         """
         was_training = self.model.training
         self.model.eval()  # the Prismatic forward returns no KV cache in training mode
-        inputs = self.prepare(images, instruction)
+        inputs, lengths = self.prepare(images, instructions)
         out = self.model(**inputs, use_cache=True)
         batch, context_len = out.logits.shape[:2]
-        attention_mask = torch.ones(batch, context_len, dtype=inputs["attention_mask"].dtype, device=self.device)
+        num_patches = context_len - inputs["input_ids"].shape[1]  # inserted after BOS
+        mask = inputs["attention_mask"]
+        attention_mask = torch.cat([mask[:, :1], mask.new_ones(batch, num_patches), mask[:, 1:]], dim=1)
+        position = num_patches + lengths  # where each row's next token goes (right padding leaves a gap)
+        logits = out.logits[torch.arange(batch, device=self.device), position - 1]
         tokens, log_probs = [], torch.zeros(batch, device=self.device)
         for k in range(ACTION_DIM):
-            logp = action_log_softmax(out.logits[:, -1], temperature)
-            if temperature > 0:
-                choice = torch.multinomial(logp.exp(), 1)[:, 0]
-            else:
-                choice = logp.argmax(-1)
+            logp = action_log_softmax(logits, temperature)
+            choice = sample_tokens(logp.exp(), generators) if temperature > 0 else logp.argmax(-1)
             log_probs += logp.gather(-1, choice[:, None])[:, 0]
             tokens.append(choice + ACTION_TOKEN_BEGIN)
             if k + 1 < ACTION_DIM:
@@ -136,19 +151,22 @@ class VLAPolicy:
                 out = self.model.language_model(
                     input_ids=tokens[-1][:, None],
                     attention_mask=attention_mask,
+                    position_ids=(position + k)[:, None],
                     past_key_values=out.past_key_values,
                     use_cache=True,
                 )
+                logits = out.logits[:, -1]
         self.model.train(was_training)
         tokens = torch.stack(tokens, dim=1).cpu().numpy()
         return tokens, log_probs.float().cpu().numpy(), self.tokens_to_env_actions(tokens)
 
     def log_prob(self, images: np.ndarray, instruction: str, tokens, temperature: float = 1.0) -> torch.Tensor:
-        """Teacher-forced log pi(tokens | image, instruction), summed over the 7 tokens; differentiable."""
+        """Teacher-forced log pi(tokens | image, instruction) for B images of one task, summed over the 7
+        tokens; differentiable. One instruction, so the action tokens follow every prompt without padding."""
         tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device)
         if tokens.min() < ACTION_TOKEN_BEGIN or tokens.max() >= VOCAB_SIZE:
             raise ValueError(f"action tokens must lie in [{ACTION_TOKEN_BEGIN}, {VOCAB_SIZE}); got {tokens.tolist()}")
-        inputs = self.prepare(images, instruction)
+        inputs, _ = self.prepare(images, instruction)
         input_ids = torch.cat([inputs["input_ids"], tokens], dim=1)
         attention_mask = torch.nn.functional.pad(inputs["attention_mask"], (0, ACTION_DIM), value=1)
         logits = self.model(
@@ -160,6 +178,17 @@ class VLAPolicy:
 
     def tokens_to_env_actions(self, tokens: np.ndarray) -> np.ndarray:
         return gripper_to_libero(unnormalize_actions(action_tokens_to_actions(tokens), self.action_stats))
+
+
+def sample_tokens(probs: torch.Tensor, generators: Optional[list]) -> torch.Tensor:
+    """One draw per row; rows that share a generator draw from it together, in row order."""
+    if generators is None:
+        return torch.multinomial(probs, 1)[:, 0]
+    choice = torch.empty(len(probs), dtype=torch.long, device=probs.device)
+    for generator in {id(g): g for g in generators}.values():
+        rows = [i for i, g in enumerate(generators) if g is generator]
+        choice[rows] = torch.multinomial(probs[rows], 1, generator=generator)[:, 0]
+    return choice
 
 
 def action_log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:

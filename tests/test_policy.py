@@ -75,10 +75,50 @@ def test_prompt_follows_openvla_and_ends_with_the_space_token(tiny_policy):
     assert openvla_policy.build_prompt("Put the BOWL on the plate") == (
         "In: What action should the robot take to put the bowl on the plate?\nOut:"
     )
-    inputs = tiny_policy.prepare(observations(2), INSTRUCTION)
+    inputs, lengths = tiny_policy.prepare(observations(2), INSTRUCTION)
     assert inputs["input_ids"][0, 0] == 1 and (inputs["input_ids"][:, -1] == openvla_policy.SPACE_TOKEN).all()
     assert inputs["attention_mask"].shape == inputs["input_ids"].shape and inputs["attention_mask"].all()
     assert inputs["pixel_values"].shape == (2, 6, 224, 224)
+    assert lengths.tolist() == [inputs["input_ids"].shape[1]] * 2
+
+
+def test_prompts_of_different_lengths_are_padded_on_the_right(tiny_policy):
+    inputs, lengths = tiny_policy.prepare(observations(2), ["open the drawer", INSTRUCTION])
+    alone, _ = tiny_policy.prepare(observations(1), "open the drawer")
+    short, long = lengths.tolist()
+    assert short == alone["input_ids"].shape[1] < long == inputs["input_ids"].shape[1]
+    # The short row is the unpadded prompt, space token included, then pads the mask hides.
+    assert inputs["input_ids"][0, :short].tolist() == alone["input_ids"][0].tolist()
+    assert inputs["attention_mask"][0].tolist() == [1] * short + [0] * (long - short)
+    assert (inputs["input_ids"][:, lengths - 1].diagonal() == openvla_policy.SPACE_TOKEN).all()
+
+
+def test_one_batch_of_several_instructions_decodes_as_each_alone(tiny_policy):
+    # Several groups (tasks) share one policy call per step: padding must not change any row's action.
+    images = observations(4, seed=3)
+    instructions = ["open the drawer", INSTRUCTION, "turn on the stove and put the moka pot on it", INSTRUCTION]
+    tokens, logp, _ = tiny_policy.act(images, instructions, temperature=0.0)
+    for i, instruction in enumerate(instructions):
+        alone_tokens, alone_logp, _ = tiny_policy.act(images[i : i + 1], instruction, temperature=0.0)
+        np.testing.assert_array_equal(tokens[i], alone_tokens[0])
+        np.testing.assert_allclose(logp[i], alone_logp[0], atol=1e-4)
+        scored = tiny_policy.log_prob(images[i : i + 1], instruction, tokens[i : i + 1]).detach().numpy()
+        np.testing.assert_allclose(scored, alone_logp, atol=1e-4)
+    assert len({tuple(row) for row in tokens}) > 1
+
+
+def test_a_groups_samples_do_not_depend_on_the_other_groups_in_the_batch(tiny_policy):
+    images, instructions = observations(4, seed=4), ["open the drawer"] * 2 + [INSTRUCTION] * 2
+
+    def generator(seed):
+        return torch.Generator().manual_seed(seed)
+
+    first, second = generator(10), generator(11)
+    together, _, _ = tiny_policy.act(images, instructions, 1.0, generators=[first, first, second, second])
+    alone, _, _ = tiny_policy.act(images[2:], instructions[2:], 1.0, generators=[generator(11)] * 2)
+    np.testing.assert_array_equal(together[2:], alone)
+    other, _, _ = tiny_policy.act(images[2:], instructions[2:], 1.0, generators=[generator(12)] * 2)
+    assert (other != alone).any(), "another seed must draw other tokens"
 
 
 def test_sampling_never_leaves_the_action_tokens(tiny_policy):
