@@ -3,6 +3,7 @@
     python evaluate.py --suite libero_goal --model openvla/openvla-7b-finetuned-libero-goal --num-envs 8
     python evaluate.py --suite libero_goal --model <dir> --lora runs/<run>   # or runs/<run>/checkpoint/adapter
     python evaluate.py --suite all --model tiny --trials-per-task 2 --max-steps 20   # a laptop smoke run
+    torchrun --nproc-per-node 4 evaluate.py --suite libero_goal --model <dir>   # tasks split over 4 GPUs
 
 The protocol is OpenVLA's LIBERO evaluation (README, "Conventions"): init states 0..49 of every task, greedy
 decoding, 10 wait steps, the suite's step cap, success = the env's `done`, a crash counts as a failure.
@@ -13,6 +14,7 @@ deterministic simulator). Every flag that departs from the protocol is printed a
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -23,6 +25,7 @@ from typing import Callable, Literal, Optional
 import imageio
 import numpy as np
 import torch
+import torch.distributed as dist
 import tyro
 from tqdm import tqdm
 
@@ -65,6 +68,8 @@ class Args:
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
     dtype: openvla_policy.DtypeChoice = "auto"
     """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA evaluates), float32 on cpu"""
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """torch.distributed backend under torchrun (tasks are split over the ranks): auto is nccl on GPUs, gloo on CPU"""
     robustness: bool = False
     """evaluate the clean suite and its four LIBERO-PRO perturbations (lan, object, swap, task) and print one row per
     model with the drop from clean; with --lora, the base model's row and the adapter's row side by side"""
@@ -333,11 +338,13 @@ def evaluate_task(
     video: str = "none",
     video_dir: Optional[str] = None,
     on_episode: Optional[Callable] = None,
+    stop: Optional[Callable] = None,
 ) -> list:
     """One episode per init state, spread over the pool's workers; returns records sorted by init state.
 
     Each step makes one batched policy call for every live env, then steps them in parallel; a finished
-    episode frees its worker for the next pending init state straight away.
+    episode frees its worker for the next pending init state straight away. When `stop()` turns true the
+    episodes in progress are dropped and the finished ones returned.
     """
     task = libero_envs.get_task(suite, task_id)
     instruction = libero_envs.task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
@@ -352,7 +359,7 @@ def evaluate_task(
         if on_episode is not None:
             on_episode(records[-1])
 
-    while pending or running:
+    while (pending or running) and not (stop and stop()):
         free = [w for w in range(pool.num_envs) if w not in running][: len(pending)]
         if free:
             starts = [pending.popleft() for _ in free]
@@ -398,12 +405,17 @@ def evaluate_suite(
     progress: bool = True,
     init_states: Optional[dict] = None,
     step_timeout: float = 60.0,
+    stop: Optional[Callable] = None,
 ) -> dict:
     """Success rates of `policy` on `suite` under the protocol, unless the arguments say otherwise.
 
     `pool`: an existing EnvPool to run on (e.g. the trainer's; it stays open), else one of `num_envs`
     workers is made and closed. `init_states`: {task_id: array (K, D)} of explicit flattened MuJoCo states
     that replace the task's fixed ones (K episodes). Returns the summary of `summarize_suite`.
+
+    Under torchrun every rank calls it: each runs its share of the tasks, and all get the whole summary, the
+    same as one process computes for greedy decoding. `stop()` turning true on any rank ends the evaluation
+    early on all of them with KeyboardInterrupt.
     """
     suites_of(suite)
     task_ids = check_task_ids(suite, task_ids)
@@ -411,16 +423,18 @@ def evaluate_suite(
         raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
     max_steps = max_steps or libero_envs.EVAL_MAX_STEPS[suite]
     custom_states = init_states or {}
+    rank, world_size = rank_and_world_size()
     episodes_by_task = {
-        t: custom_states.get(t, libero_envs.get_init_states(suite, t)[:trials_per_task]) for t in task_ids
+        t: custom_states.get(t, libero_envs.get_init_states(suite, t)[:trials_per_task])
+        for t in task_ids[rank::world_size]
     }
     if video != "none" and video_dir is None:
         raise ValueError("video_dir is needed to write videos")
     own_pool = pool is None
-    most_episodes = max(len(states) for states in episodes_by_task.values())
+    most_episodes = max([len(states) for states in episodes_by_task.values()], default=1)
     pool = pool or libero_envs.EnvPool(min(num_envs, most_episodes), step_timeout=step_timeout)
     total = sum(len(states) for states in episodes_by_task.values())
-    bar = tqdm(total=total, desc=suite, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=suite, disable=not progress or rank > 0, dynamic_ncols=True)
     episodes, start = [], time.perf_counter()
 
     def on_episode(record):
@@ -443,15 +457,22 @@ def evaluate_suite(
                 video=video,
                 video_dir=video_dir,
                 on_episode=on_episode,
+                stop=stop,
             )
     finally:
         bar.close()
         if own_pool:
             pool.close()
+    stopped, wall_time = bool(stop and stop()), time.perf_counter() - start
+    everything = gather_from_ranks((episodes, stopped, wall_time))
+    if any(stopped for _, stopped, _ in everything):
+        raise KeyboardInterrupt
+    episodes = [record for part, _, _ in everything for record in part]
+    wall_time = max(wall_time for _, _, wall_time in everything)
     departures = protocol_departures(
         suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states=bool(custom_states)
     )
-    return summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, time.perf_counter() - start)
+    return summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, wall_time)
 
 
 def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, wall_time) -> dict:
@@ -486,6 +507,69 @@ def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departure
         "tasks": tasks,
         "episodes": episodes,
     }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data parallel under torchrun, which sets RANK, WORLD_SIZE and LOCAL_RANK (tgrpo.py uses these too)
+
+
+def start_distributed(backend: str, device: Optional[str]) -> tuple:
+    """(rank, world size, device). Under torchrun: join the process group (auto: nccl on GPUs, gloo on CPU),
+    and on GPUs take GPU LOCAL_RANK, for the model and for rendering; else (0, 1, device)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    on_gpu = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
+    backend = ("nccl" if on_gpu else "gloo") if backend == "auto" else backend
+    if backend == "nccl" and not on_gpu:
+        why = f"--device {device} keeps the ranks on the CPU" if torch.cuda.is_available() else "no CUDA GPU is visible"
+        raise UsageError(f"--dist-backend nccl: {why}, and nccl runs on GPUs only; use --dist-backend gloo (or auto)")
+    if on_gpu:
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(
+                f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} ranks on this node, which has "
+                f"{torch.cuda.device_count()} GPU(s): one GPU per rank, so use --nproc-per-node {torch.cuda.device_count()}"
+            )
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # robosuite wants a GPU id from this list
+        egl_device = visible.split(",")[local_rank] if visible else str(local_rank)
+        os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", egl_device)  # the env workers inherit it
+    dist.init_process_group(backend)
+    return dist.get_rank(), world_size, device
+
+
+def rank_and_world_size() -> tuple:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def gather_from_ranks(value) -> list:
+    """[rank 0's value, rank 1's, ...] on every rank; [value] in a single process."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def sum_over_ranks(values: list) -> list:
+    """Elementwise sums of a list of numbers over the ranks (the list itself in a single process)."""
+    if not dist.is_initialized():
+        return list(values)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def from_rank0(value):
+    """Rank 0's value on every rank (e.g. a run directory named after rank 0's clock)."""
+    if not dist.is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -641,7 +725,8 @@ def planned_runs(args: Args) -> list:
 def main(args: Args) -> dict:
     check_args(args)
     runs = planned_runs(args)
-    run_dir = run_dir_of(args)
+    rank, _, device = start_distributed(args.dist_backend, args.device)
+    run_dir = Path(from_rank0(str(run_dir_of(args))))
     out, video_dir = run_dir / "results.json", run_dir / "videos"
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -652,7 +737,7 @@ def main(args: Args) -> dict:
         for n, (key, suite, model, lora_dir) in enumerate(runs):
             if loaded != (libero_envs.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
                 policy = None  # frees the 7B before the next one loads
-                policy = load_policy(args.model, suite, lora_dir, args.device, args.dtype)
+                policy = load_policy(args.model, suite, lora_dir, device, args.dtype)
                 loaded = (libero_envs.base_suite(suite), lora_dir)
             result = evaluate_suite(
                 policy,
@@ -671,10 +756,13 @@ def main(args: Args) -> dict:
             for record in result["episodes"]:
                 record["model"] = model
             results[key] = result
-            print(format_task_table(result))
-            write_json(out, args, results, complete=n == len(runs) - 1)
+            if rank == 0:
+                print(format_task_table(result))
+                write_json(out, args, results, complete=n == len(runs) - 1)
     finally:
         pool.close()
+    if rank > 0:
+        return results
     if args.robustness:
         print(format_robustness_table(results, departed=any(r["departures"] for r in results.values())))
     elif args.suite == "all":
@@ -689,3 +777,6 @@ if __name__ == "__main__":
         main(cli_args)
     except (UsageError, rewards.RewardFileError) as error:
         sys.exit(f"error: {error}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

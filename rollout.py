@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import imageio
 import numpy as np
@@ -245,13 +245,14 @@ def collect_groups(
     camera_size: int = 256,
     reward_limits: tuple = (rewards.DEFAULT_CPU_SECONDS, rewards.DEFAULT_MEMORY_MB),
     progress: bool = False,
+    stop: Optional[Callable] = None,
 ) -> list:
     """G groups at once, one per GroupStart, with N = pool.num_envs / G envs each; see `Group` for what comes
     back. One batched policy call per step serves every live env of every group (the bigger batch keeps a
     GPU busy); the groups stay independent otherwise: own task, init state, termination and sampling stream.
 
     The rewards are computed in the env workers with `reward_files[task_id]` (`reward_limits`: CPU seconds
-    and MB per call).
+    and MB per call). When `stop()` turns true, every trajectory ends after the step in progress.
     """
     if termination not in ("first-success", "independent"):
         raise UsageError(f"--termination {termination!r}: use first-success or independent")
@@ -330,6 +331,8 @@ def collect_groups(
         for g in range(len(starts)):
             envs = group_of == g
             live[envs] = still_running(live[envs], success[envs], termination)
+        if stop is not None and stop():
+            live[:] = False
 
     timing["total"] = time.perf_counter() - start_time
     timing["other"] = timing["total"] - timing["simulation"] - timing["policy"]

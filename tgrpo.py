@@ -17,8 +17,7 @@ import shutil
 import signal
 import sys
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -71,6 +70,8 @@ class Args:
     """groups to collect and train on (not reported by the paper; 30 per task of a 10-task suite)"""
     num_envs: int = 4
     """N: trajectories per group, all from the same init state (paper: 4; its ablation: 2, 4, 8)"""
+    groups_per_iteration: Optional[int] = None
+    """G: groups (task, init state) per update, split over the torchrun ranks; default one per rank (1 alone: paper)"""
     max_steps: Optional[int] = None
     """step cap per trajectory; default: the suite's training cap (paper: 200; 520 for libero_10, whose demos run to 505)"""
     termination: Literal["first-success", "independent"] = "first-success"
@@ -123,6 +124,8 @@ class Args:
     """continue the run in this directory (runs/<run_name>): its arguments are restored from the checkpoint"""
     output_dir: str = "runs"
     """where a run's outputs go: <output-dir>/<run name>/"""
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """torch.distributed backend under torchrun: auto is nccl on GPUs, gloo on CPU"""
 
 
 def compute_advantages(
@@ -199,49 +202,90 @@ def schedule(iteration: int, task_ids: list, num_init_states: int = 50) -> tuple
     return task_ids[iteration % len(task_ids)], visit % num_init_states, visit
 
 
-def update_policy(policy, group, advantages: torch.Tensor, mask: torch.Tensor, optimizer, args: Args) -> dict:
-    """One or more passes over the valid steps (mask), with micro-batches and gradient accumulation."""
-    steps = torch.nonzero(mask).tolist()
-    old_logp = torch.zeros(len(steps))
-    stats = {k: 0.0 for k in ("loss", "policy_loss", "kl_to_base", "approx_kl", "clipfrac", "grad_norm")}
+def rank_groups(iteration: int, groups_per_iteration: int, rank: int, world_size: int) -> range:
+    """Run-wide indices of the groups this rank collects in an iteration: its block of the iteration's G.
+
+    A group's index picks its (task, init state, placement) through `schedule` and seeds its sampling stream,
+    so G groups on one process or spread over K ranks are the same groups.
+    """
+    per_rank = groups_per_iteration // world_size
+    first = iteration * groups_per_iteration + rank * per_rank
+    return range(first, first + per_rank)
+
+
+def update_policy(policy, groups: list, advantages: list, masks: list, optimizer, args: Args, num_steps: int) -> dict:
+    """One or more passes over the valid steps (masks) of this rank's groups, with micro-batches (each within one
+    group, so one instruction per call) and gradient accumulation. Each step's loss is divided by `num_steps`,
+    the valid steps of the whole iteration on all ranks: once the ranks' gradients are summed, the loss is the
+    mean over every valid step of the iteration, and every rank takes the same optimizer step."""
+    steps = [torch.nonzero(mask).tolist() for mask in masks]
+    old_logp = [torch.zeros(len(group_steps)) for group_steps in steps]
+    keys = ("loss", "policy_loss", "kl_to_base", "approx_kl", "clipfrac")
+    params = [p for p in policy.model.parameters() if p.requires_grad]
     policy.model.train()
     for epoch in range(args.update_epochs):
-        order = torch.randperm(len(steps)).tolist()
         optimizer.zero_grad(set_to_none=True)
-        epoch_stats = {k: 0.0 for k in stats}
-        for start in range(0, len(order), args.micro_batch_size):
-            batch = order[start : start + args.micro_batch_size]
-            rows, cols = zip(*(steps[k] for k in batch))
-            images, tokens = group.images[list(rows), list(cols)], group.tokens[list(rows), list(cols)]
-            logp = policy.log_prob(images, group.instruction, tokens, args.temperature)
-            if epoch == 0:  # the policy has not moved yet: these are the old log-probs, ratio exactly 1
-                old_logp[batch] = logp.detach().float().cpu()
-            adv = advantages[list(rows), list(cols)].to(logp.device)
-            loss, ratio = policy_loss(logp, old_logp[batch].to(logp.device), adv, args.clip_coef)
-            pg_loss = loss.sum() / len(steps)
-            epoch_stats["policy_loss"] += pg_loss.item()
-            if args.kl_coef > 0:
-                with torch.no_grad(), policy.model.disable_adapter():
-                    base_logp = policy.log_prob(images, group.instruction, tokens, args.temperature)
-                kl = kl_to_base(logp, base_logp).sum() / len(steps)
-                loss_total = pg_loss + args.kl_coef * kl
-                epoch_stats["kl_to_base"] += kl.item()
-            else:
-                loss_total = pg_loss
-            loss_total.backward()
-            with torch.no_grad():
-                log_ratio = torch.log(ratio)
-                epoch_stats["approx_kl"] += ((ratio - 1) - log_ratio).sum().item() / len(steps)
-                epoch_stats["clipfrac"] += ((ratio - 1).abs() > args.clip_coef).float().sum().item() / len(steps)
-            epoch_stats["loss"] += loss_total.item()
-        params = [p for p in policy.model.parameters() if p.requires_grad]
-        epoch_stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm).item()
+        sums = dict.fromkeys(keys, 0.0)
+        for group, group_advantages, group_steps, group_old_logp in zip(groups, advantages, steps, old_logp):
+            order = torch.randperm(len(group_steps)).tolist()
+            for start in range(0, len(order), args.micro_batch_size):
+                batch = order[start : start + args.micro_batch_size]
+                rows, cols = (list(index) for index in zip(*(group_steps[k] for k in batch)))
+                images, tokens = group.images[rows, cols], group.tokens[rows, cols]
+                logp = policy.log_prob(images, group.instruction, tokens, args.temperature)
+                if epoch == 0:  # the policy has not moved yet: these are the old log-probs, ratio exactly 1
+                    group_old_logp[batch] = logp.detach().float().cpu()
+                adv = group_advantages[rows, cols].to(logp.device)
+                loss, ratio = policy_loss(logp, group_old_logp[batch].to(logp.device), adv, args.clip_coef)
+                pg_loss = loss.sum() / num_steps
+                sums["policy_loss"] += pg_loss.item()
+                if args.kl_coef > 0:
+                    with torch.no_grad(), policy.model.disable_adapter():
+                        base_logp = policy.log_prob(images, group.instruction, tokens, args.temperature)
+                    kl = kl_to_base(logp, base_logp).sum() / num_steps
+                    loss_total = pg_loss + args.kl_coef * kl
+                    sums["kl_to_base"] += kl.item()
+                else:
+                    loss_total = pg_loss
+                loss_total.backward()
+                with torch.no_grad():
+                    log_ratio = torch.log(ratio)
+                    sums["approx_kl"] += ((ratio - 1) - log_ratio).sum().item() / num_steps
+                    sums["clipfrac"] += ((ratio - 1).abs() > args.clip_coef).float().sum().item() / num_steps
+                sums["loss"] += loss_total.item()
+        sum_gradients_over_ranks(params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm).item()
         optimizer.step()
-        stats = epoch_stats
+        stats = dict(zip(keys, evaluate.sum_over_ranks(list(sums.values()))), grad_norm=grad_norm)
     policy.model.eval()
     # Teacher-forced vs sampling log-probs: ~1e-6 in fp32; in bf16 it shows how far the two numerics drift.
-    stats["logprob_mismatch"] = float(np.abs(old_logp.numpy() - group.log_probs[mask.numpy()]).mean()) if steps else 0.0
+    sampled = [group.log_probs[mask.numpy()] for group, mask in zip(groups, masks)]
+    mismatch = sum(float(np.abs(old.numpy() - logp).sum()) for old, logp in zip(old_logp, sampled))
+    mismatch, count = evaluate.sum_over_ranks([mismatch, sum(len(logp) for logp in sampled)])
+    stats["logprob_mismatch"] = mismatch / max(count, 1)
     return stats
+
+
+def sum_gradients_over_ranks(params: list) -> None:
+    """One all-reduce of all LoRA gradients, flattened (a no-op in a single process)."""
+    if not torch.distributed.is_initialized():
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([grad.flatten() for grad in grads])
+    torch.distributed.all_reduce(flat)
+    for p, grad in zip(params, flat.split([grad.numel() for grad in grads])):
+        p.grad = grad.view_as(p)
+
+
+def check_ranks_agree(params: list) -> None:
+    """Stop if the ranks' adapters differ (they take the same steps from the same start, so they never should)."""
+    checksum = [
+        float(sum(p.detach().double().sum() for p in params)),
+        float(sum(p.detach().double().square().sum() for p in params)),
+    ]
+    sums = evaluate.gather_from_ranks(checksum)
+    if any(not np.allclose(other, sums[0], rtol=1e-9, atol=0) for other in sums):
+        raise RuntimeError(f"the ranks' adapters differ (checksums {sums}); please report this as a bug")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -396,24 +440,27 @@ def warn_changed_rewards(saved_hashes: dict, reward_files: dict) -> None:
             )
 
 
-@contextmanager
-def finish_before_interrupt():
-    """Ctrl-C waits for the block to end, so an optimizer step is never half applied; a second one aborts."""
-    interrupted = []
+class StopNow(BaseException):
+    """A second Ctrl-C: leave at once, without a checkpoint (the model may be between two optimizer steps)."""
+
+
+def stop_on_signals(distributed: bool) -> list:
+    """Ctrl-C, or the SIGTERM a scheduler sends before preempting a job, asks the run to stop: a collection or
+    evaluation ends at its next step, an update in progress finishes, then the run saves and exits 130. Every
+    rank decides at the same point of the loop, so none waits forever for one that left. A second Ctrl-C stops
+    at once, except under torchrun: it passes each Ctrl-C on to the ranks once more and ends them itself."""
+    requests = []
 
     def handler(signum, frame):
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted.append(signum)
-        print("\n[tgrpo] Ctrl-C: finishing this update, then saving (press Ctrl-C again to stop without saving)")
+        if requests and not distributed:
+            raise StopNow
+        if not requests:
+            print("\n[tgrpo] stop requested: finishing this step or update, then saving (Ctrl-C again: stop now)")
+        requests.append(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        raise KeyboardInterrupt
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return requests
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -443,6 +490,16 @@ def check_args(args: Args) -> None:
         (args.video_every < 0, "--video-every", "use 0 (never) or a positive period"),
         (not 1 <= args.eval_trials_per_task <= 50, "--eval-trials-per-task", "LIBERO has 50 init states: use 1..50"),
     ]
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's number of ranks
+    groups = args.groups_per_iteration
+    problems += [
+        (groups is not None and groups < 1, "--groups-per-iteration", "use 1 or more"),
+        (
+            groups is not None and groups % world_size != 0,
+            "--groups-per-iteration",
+            f"the {world_size} torchrun ranks collect equal shares: use a multiple of {world_size}",
+        ),
+    ]
     for failed, flag, fix in problems:
         if failed:
             raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {fix}")
@@ -456,17 +513,18 @@ def selected_task_ids(args: Args) -> list:
     return list(args.task_ids) if args.task_ids else list(range(libero_envs.get_suite(args.suite).n_tasks))
 
 
-def prepare_run_dir(args: Args) -> Path:
-    """The run directory, created and proven writable before anything slow happens."""
+def prepare_run_dir(args: Args, started: int) -> Path:
+    """The run directory, named after `started` (rank 0's clock), created and proven writable before anything
+    slow happens."""
     run_dir = (
         Path(args.resume)
         if args.resume
-        else Path(args.output_dir) / f"{args.suite}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        else Path(args.output_dir) / f"{args.suite}__{args.exp_name}__{args.seed}__{started}"
     )
     flag = "--resume" if args.resume else "--output-dir"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
@@ -477,18 +535,53 @@ def prepare_run_dir(args: Args) -> Path:
     return run_dir
 
 
-def log_iteration(writer, iteration: int, group, advantage_stats: dict, stats: dict, timing: dict, lr: float):
-    returns = group.returns[~group.failed] if (~group.failed).any() else group.returns
+def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_dir.name,
+            save_code=True,
+        )
+    writer = SummaryWriter(str(run_dir))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
+    return writer
+
+
+def summarize_groups(groups: list, masks: list, step_advantages: list, traj_advantages: list) -> dict:
+    """This rank's share of what an iteration logs; rank 0 gathers every rank's and concatenates them."""
+    return {
+        "success": np.concatenate([group.success for group in groups]),
+        "returns": np.concatenate([group.returns for group in groups]),
+        "lengths": np.concatenate([group.lengths for group in groups]),
+        "failed": np.concatenate([group.failed for group in groups]),
+        "env_steps": np.array([sum(int(group.mask.sum()) for group in groups)]),
+        "step_advantages": np.concatenate([step[mask].numpy() for step, mask in zip(step_advantages, masks)]),
+        "traj_advantages": np.concatenate([traj.numpy() for traj in traj_advantages]),
+    }
+
+
+def log_iteration(writer, iteration: int, summary: dict, stats: dict, timing: dict, lr: float) -> dict:
+    returns = summary["returns"][~summary["failed"]] if (~summary["failed"]).any() else summary["returns"]
     scalars = {
-        "charts/success_rate": group.success.mean(),
+        "charts/success_rate": summary["success"].mean(),
         "charts/return_mean": returns.mean(),
         "charts/return_min": returns.min(),
         "charts/return_max": returns.max(),
-        "charts/episode_length": group.lengths.mean(),
-        "charts/env_crashes": group.failed.sum(),
+        "charts/episode_length": summary["lengths"].mean(),
+        "charts/env_crashes": summary["failed"].sum(),
         "charts/learning_rate": lr,
-        "charts/SPS": group.mask.sum() / timing["iteration"],
-        **{f"advantages/{k}": v for k, v in advantage_stats.items()},
+        "charts/SPS": summary["env_steps"].sum() / timing["iteration"],
+        "advantages/step_mean": summary["step_advantages"].mean(),
+        "advantages/step_std": summary["step_advantages"].std(),
+        "advantages/traj_mean": summary["traj_advantages"].mean(),
+        "advantages/traj_std": summary["traj_advantages"].std(),
         **{f"losses/{k}": v for k, v in stats.items()},
         **{f"time/{k}": timing[k] for k in ("simulation", "policy", "update")},
     }
@@ -505,7 +598,8 @@ def save_video(run_dir: Path, group, iteration: int) -> None:
     imageio.mimwrite(path, frames, fps=libero_envs.CONTROL_FREQ, macro_block_size=1)
 
 
-def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteration: int) -> None:
+def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteration: int, stop) -> None:
+    """The tasks are split over the ranks; rank 0 (the one with a writer) logs the result."""
     # Greedy: it draws no random numbers, so the training RNG stream is the same with or without it.
     result = evaluate.evaluate_suite(
         policy,
@@ -516,14 +610,16 @@ def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteratio
         max_steps=args.eval_max_steps,
         camera_size=args.camera_size,
         progress=False,
+        stop=stop,
     )
-    writer.add_scalar("eval/success_rate", result["success_rate"], iteration)
-    print(f"[tgrpo] eval at iteration {iteration}: {result['success_rate']:.1%} over {len(task_ids)} tasks")
+    if writer is not None:
+        writer.add_scalar("eval/success_rate", result["success_rate"], iteration)
+        print(f"[tgrpo] eval at iteration {iteration}: {result['success_rate']:.1%} over {len(task_ids)} tasks")
 
 
-def load_trainable_policy(args: Args, checkpoint: Optional[Path]):
+def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Optional[str]):
     """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer."""
-    policy = openvla_policy.load_vla(args.model, args.suite, args.device, args.dtype)
+    policy = openvla_policy.load_vla(args.model, args.suite, device, args.dtype)
     if args.gradient_checkpointing and policy.device.type == "cuda":
         policy.model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -536,201 +632,157 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path]):
         except Exception as error:
             raise damaged(checkpoint / "adapter", error) from None
     policy.model.eval()
-    optimizer = torch.optim.AdamW(trainable_in_float32(policy.model), lr=args.learning_rate)
+    params = trainable_in_float32(policy.model)
+    if torch.distributed.is_initialized():  # every rank starts from rank 0's adapter
+        for param in params:
+            torch.distributed.broadcast(param.data, src=0)
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
     if checkpoint is not None:  # peft loaded the saved fp32 LoRA weights into base-dtype ones: load them again in fp32
         set_peft_model_state_dict(policy.model, load_peft_weights(str(checkpoint / "adapter")))
     return policy, optimizer
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Update memory: estimated before the first collection, so that a run whose update cannot fit stops before
-# an hour of rollouts rather than at its first update.
-
-# Activation memory of one sample in the update, in bytes per frozen base parameter, with gradient checkpointing
-# on (True) or off; and the rest (allocator slack, cuBLAS workspaces). Fitted to the peak memory torch reserved
-# in benchmarks/bench_gpu.py on OpenVLA-7B's shapes (H100, ~290 tokens per sample, micro-batch 1-16: 0.94 and
-# 3.45 GB per sample, within 0.3 GB of every measured peak). The parameter count stands in for width x depth,
-# which holds within the OpenVLA-7B family, not for arbitrary architectures.
-UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.125, False: 0.46}
-UPDATE_FIXED_BYTES = 0.5e9
-
-
-def estimate_update_memory(
-    num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int, gradient_checkpointing: bool
-) -> float:
-    """Peak GPU memory (bytes) of `update_policy`: the frozen base weights, the fp32 LoRA weights with their
-    gradients and two AdamW moments (16 bytes per LoRA parameter), and one micro-batch's activations."""
-    activations = micro_batch_size * UPDATE_ACTIVATION_BYTES_PER_PARAM[gradient_checkpointing] * num_params
-    return num_params * param_bytes + 16 * lora_params + activations + UPDATE_FIXED_BYTES
-
-
-def update_memory_problem(
-    num_params: int,
-    param_bytes: int,
-    lora_params: int,
-    micro_batch_size: int,
-    gradient_checkpointing: bool,
-    available_bytes: float,
-) -> Optional[str]:
-    """None if the update fits in `available_bytes`; otherwise one line naming the flags that would fit."""
-
-    def need(size: int, checkpointing: bool) -> float:
-        return estimate_update_memory(num_params, param_bytes, lora_params, size, checkpointing)
-
-    def flags(size: int, checkpointing: bool) -> str:
-        return f"--micro-batch-size {size}" + (" --gradient-checkpointing" if checkpointing else "")
-
-    if need(micro_batch_size, gradient_checkpointing) <= available_bytes:
-        return None
-    fits = []
-    for checkpointing in sorted({gradient_checkpointing, True}):  # never suggest turning checkpointing off
-        sizes = [size for size in range(micro_batch_size, 0, -1) if need(size, checkpointing) <= available_bytes]
-        if sizes:
-            fits.append(flags(sizes[0], checkpointing))
-    advice = f"these fit: {' or '.join(fits)}" if fits else "nothing fits: use a GPU with more free memory"
-    needed_gb, available_gb = need(micro_batch_size, gradient_checkpointing) / 1e9, available_bytes / 1e9
-    return (
-        f"{flags(micro_batch_size, gradient_checkpointing)}: the update needs about {needed_gb:.0f} GB of GPU memory "
-        f"and {available_gb:.0f} GB are free; {advice}"
-    )
-
-
-def check_update_memory(policy, args: Args) -> None:
-    """Stop, naming flags that fit, when the update's estimated peak exceeds the GPU's free memory (CUDA only)."""
-    if policy.device.type != "cuda":
-        return
-    frozen = [p for p in policy.model.parameters() if not p.requires_grad]
-    lora_params = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
-    free, _ = torch.cuda.mem_get_info(policy.device)
-    available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
-    problem = update_memory_problem(
-        sum(p.numel() for p in frozen),
-        frozen[0].element_size(),
-        lora_params,
-        args.micro_batch_size,
-        args.gradient_checkpointing,
-        available,
-    )
-    if problem:
-        raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
-
-
 def main(args: Args) -> dict:
-    saved = None
-    if args.resume:
-        checkpoint = find_checkpoint(Path(args.resume))
+    check_args(args)  # the command line, before the ranks meet
+    rank, world_size, device = evaluate.start_distributed(args.dist_backend, args.device)
+    saved, checkpoint = None, None
+    if args.resume:  # rank 0 tidies what a crash may have left; the others wait for it
+        checkpoint = Path(evaluate.from_rank0(str(find_checkpoint(Path(args.resume))) if rank == 0 else None))
         saved = {**read_trainer_state(checkpoint), **read_checkpoint_files(checkpoint)}
         args = resumed_args(args, saved["args"], Path(args.resume))
-    check_args(args)
+        check_args(args)
+    if saved and saved.get("world_size", 1) != world_size:
+        ranks = saved.get("world_size", 1)
+        launch = f"torchrun --nproc-per-node {ranks} tgrpo.py" if ranks > 1 else "python tgrpo.py"
+        raise UsageError(
+            f"--resume {args.resume}: the run was trained on {ranks} rank(s), and this is {world_size}; its "
+            f"sampling streams and update sums follow its ranks, so resume it as it ran: {launch} --resume {args.resume}"
+        )
     task_ids = selected_task_ids(args)
     max_steps = args.max_steps or libero_envs.TRAIN_MAX_STEPS[args.suite]
     reward_files = rollout.read_reward_files(args.suite, task_ids, args.reward_file)  # _lan/_swap: maybe the base's
-    run_dir = prepare_run_dir(args)
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_dir.name,
-            save_code=True,
-        )
-    writer = SummaryWriter(str(run_dir))
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    args = replace(args, groups_per_iteration=args.groups_per_iteration or world_size)
+    groups_per_rank = args.groups_per_iteration // world_size
+    run_dir = prepare_run_dir(args, started=evaluate.from_rank0(int(time.time())))
+    writer = start_logging(args, run_dir) if rank == 0 else None
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
-    pool = libero_envs.EnvPool(args.num_envs, step_timeout=args.step_timeout)  # the workers boot while the model loads
-    policy, optimizer = load_trainable_policy(args, run_dir / "checkpoint" if saved else None)
-    check_update_memory(policy, args)  # before the first collection: an update that cannot fit stops the run here
+    # The workers boot while the model loads.
+    pool = rollout.EnvPool(groups_per_rank * args.num_envs, step_timeout=args.step_timeout)
+    policy, optimizer = load_trainable_policy(args, checkpoint, device)
+    # Before the first collection: an update that cannot fit stops the run here, not after an hour of rollouts.
+    openvla_policy.check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
+    params = [p for p in policy.model.parameters() if p.requires_grad]
     completed = 0
     if saved:
         try:
             optimizer.load_state_dict(saved["optimizer.pt"])
         except ValueError as error:
-            raise damaged(run_dir / "checkpoint" / "optimizer.pt", error) from None
+            raise damaged(checkpoint / "optimizer.pt", error) from None
         set_rng_state(saved["rng.pt"])
         warn_changed_rewards(saved["reward_sha256"], reward_files)
         completed = saved["iteration"]
-        print(f"[tgrpo] resuming {run_dir} at iteration {completed + 1}")
+        print(f"[tgrpo] resuming {run_dir} at iteration {completed + 1}") if rank == 0 else None
     reward_hashes = {str(t): reward_file.sha256 for t, reward_file in reward_files.items()}
     # What a checkpoint holds is taken when an iteration's optimizer step is applied: a save at any later
     # moment (video, evaluation, Ctrl-C, an error) resumes exactly at the next iteration.
     boundary = {"rng": rng_state(), "iteration": completed}
 
     def checkpoint_now() -> Path:
+        check_ranks_agree(params)
         state = {"iteration": boundary["iteration"], "args": asdict(args), "reward_sha256": reward_hashes}
-        return save_checkpoint(run_dir, policy.model, optimizer, state, boundary["rng"])
+        state["world_size"] = world_size
+        return save_checkpoint(run_dir, policy.model, optimizer, state, boundary["rng"]) if rank == 0 else None
 
-    exit_code = 0
-    progress = tqdm(range(completed, args.num_iterations), desc="tgrpo", initial=completed, total=args.num_iterations)
+    stop_requests = stop_on_signals(distributed=world_size > 1)
+    exit_code, save_on_exit = 0, True
+    progress = tqdm(
+        range(completed, args.num_iterations),
+        desc="tgrpo",
+        initial=completed,
+        total=args.num_iterations,
+        disable=rank > 0,
+    )
     try:
         for iteration in progress:
             tick = time.perf_counter()
-            task_id, init_state_id, visit = schedule(iteration, task_ids)
-            group = rollout.collect_group(
+            starts = []
+            for index in rank_groups(iteration, args.groups_per_iteration, rank, world_size):
+                task_id, init_state_id, visit = schedule(index, task_ids)
+                generator = rollout.group_generator(args.seed, index, policy.device)
+                starts.append(rollout.GroupStart(task_id, init_state_id, placement=visit, generator=generator))
+            groups = rollout.collect_groups(
                 policy,
                 pool,
                 suite=args.suite,
-                task_id=task_id,
-                init_state_id=init_state_id,
-                reward_file=reward_files[task_id],
+                starts=starts,
+                reward_files=reward_files,
                 max_steps=max_steps,
                 temperature=args.temperature,
                 termination=args.termination,
                 camera_size=args.camera_size,
-                placement=visit,
                 reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb),
+                stop=lambda: bool(stop_requests),
             )
             # A simulator crash is not the policy's doing: leave those trajectories out of the update.
-            mask = torch.as_tensor(group.mask & ~group.failed[:, None])
-            rewards = torch.as_tensor(group.rewards, dtype=torch.float32)
-            advantages, step_adv, traj_adv = compute_advantages(rewards, mask, args.alpha_step, args.alpha_traj)
+            masks = [torch.as_tensor(group.mask & ~group.failed[:, None]) for group in groups]
+            # TGRPO's advantage, per group: alpha_step * step-level z-score + alpha_traj * trajectory-level one.
+            advantages, step_advantages, traj_advantages = zip(
+                *(
+                    compute_advantages(torch.as_tensor(group.rewards), mask, args.alpha_step, args.alpha_traj)
+                    for group, mask in zip(groups, masks)
+                )
+            )
+            num_steps, stopping = evaluate.sum_over_ranks([sum(int(mask.sum()) for mask in masks), len(stop_requests)])
+            if stopping:  # every rank sees the same sum, so all stop here together
+                raise KeyboardInterrupt
 
             update_tick = time.perf_counter()
-            with finish_before_interrupt():
-                stats = update_policy(policy, group, advantages, mask, optimizer, args)
-                boundary = {"rng": rng_state(), "iteration": iteration + 1}
-            timing = {**group.timing, "update": time.perf_counter() - update_tick}
+            stats = update_policy(policy, groups, advantages, masks, optimizer, args, max(int(num_steps), 1))
+            boundary = {"rng": rng_state(), "iteration": iteration + 1}
+            timing = {**groups[0].timing, "update": time.perf_counter() - update_tick}
             timing["iteration"] = time.perf_counter() - tick
-            advantage_stats = {
-                "step_mean": step_adv[mask].mean(),
-                "step_std": step_adv[mask].std(correction=0),
-                "traj_mean": traj_adv.mean(),
-                "traj_std": traj_adv.std(correction=0),
-            }
-            scalars = log_iteration(writer, iteration + 1, group, advantage_stats, stats, timing, args.learning_rate)
-            progress.write(
-                f"iter {iteration + 1:4d} task {task_id} init {init_state_id:2d} | success {group.success.mean():.2f} "
-                f"return {scalars['charts/return_mean']:8.3f} len {group.lengths.mean():5.1f} | "
-                f"loss {stats['loss']:+.4f} grad {stats['grad_norm']:.3f} | {scalars['charts/SPS']:.1f} SPS"
-            )
-            if args.video_every and (iteration + 1) % args.video_every == 0:
-                save_video(run_dir, group, iteration + 1)
+            summary = summarize_groups(groups, masks, step_advantages, traj_advantages)
+            parts = evaluate.gather_from_ranks(summary)
+            if rank == 0:
+                summary = {key: np.concatenate([part[key] for part in parts]) for key in summary}
+                scalars = log_iteration(writer, iteration + 1, summary, stats, timing, args.learning_rate)
+                indices = range(iteration * args.groups_per_iteration, (iteration + 1) * args.groups_per_iteration)
+                where = ", ".join("{}/{}".format(*schedule(index, task_ids)[:2]) for index in indices)
+                progress.write(
+                    f"iter {iteration + 1:4d} task/init {where} | success {summary['success'].mean():.2f} "
+                    f"return {scalars['charts/return_mean']:8.3f} len {summary['lengths'].mean():5.1f} | "
+                    f"loss {stats['loss']:+.4f} grad {stats['grad_norm']:.3f} | {scalars['charts/SPS']:.1f} SPS"
+                )
+                if args.video_every and (iteration + 1) % args.video_every == 0:
+                    save_video(run_dir, groups[0], iteration + 1)
             if args.save_every and (iteration + 1) % args.save_every == 0:
                 checkpoint_now()
             if args.eval_every and (iteration + 1) % args.eval_every == 0:
-                run_periodic_eval(policy, pool, args, task_ids, writer, iteration + 1)
+                run_periodic_eval(policy, pool, args, task_ids, writer, iteration + 1, lambda: bool(stop_requests))
     except KeyboardInterrupt:
-        print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations")
+        print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations") if rank == 0 else None
         exit_code = 130
+    except StopNow:
+        print(f"\n[tgrpo] stopped at once; the last checkpoint written stays ({run_dir / 'checkpoint'})")
+        exit_code, save_on_exit = 130, False
     except rewards.RewardFileError as error:
         print(f"[tgrpo] stopped: {error}", file=sys.stderr)
         exit_code = 1
     finally:  # on Ctrl-C and on errors alike, keep what the completed iterations learned
         pool.close()
-        checkpoint = checkpoint_now()
-        writer.close()
-        print(
-            f"[tgrpo] checkpoint after {boundary['iteration']} iterations: {checkpoint} (continue with --resume {run_dir})"
-        )
+        if save_on_exit:
+            saved_to = checkpoint_now()
+            if rank == 0:
+                same = f", the same on all {world_size} ranks" if world_size > 1 else ""
+                print(f"[tgrpo] checkpoint after {boundary['iteration']} iterations{same}: {saved_to} ", end="")
+                print(f"(continue with --resume {run_dir})")
+        if writer is not None:
+            writer.close()
     return {"run_dir": run_dir, "iteration": boundary["iteration"], "exit_code": exit_code}
 
 

@@ -8,7 +8,7 @@ Time and memory depend on the shapes, not the weights, so without --model the be
 OpenVLA-7B's exact shapes with random weights into --shaped-dir (15 GB, once; `python -m tiny_vla`) and loads
 it through openvla_policy.load_vla like any checkpoint. It prints one markdown report: the machine, the policy step
 (prefill + 6 cached decode steps) per batch size, the update per micro-batch size with and without gradient
-checkpointing (fp32 LoRA on the bf16 base, peak memory next to tgrpo.estimate_update_memory), and one TGRPO
+checkpointing (fp32 LoRA on the bf16 base, peak memory next to openvla_policy.estimate_update_memory), and one TGRPO
 iteration on LIBERO (N envs, --max-steps steps each) split into its parts.
 """
 
@@ -187,13 +187,14 @@ def time_update(policy, optimizer, group, micro_batch_size: int, seed: int) -> t
     # Warm-up on one micro-batch: kernels for this shape, and AdamW's moments exist from here on, as in a run.
     warm = {k: v[:micro_batch_size] if isinstance(v, np.ndarray) else v for k, v in vars(group).items()}
     warm_group = rollout.Group(**warm)
-    tgrpo.update_policy(policy, warm_group, advantages[:micro_batch_size], mask[:micro_batch_size], optimizer, args)
+    warm = mask[:micro_batch_size]
+    tgrpo.update_policy(policy, [warm_group], [advantages[:micro_batch_size]], [warm], optimizer, args, int(warm.sum()))
     synchronize(policy.device)
     if policy.device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(policy.device)
     tick = time.perf_counter()
-    tgrpo.update_policy(policy, group, advantages, mask, optimizer, args)
+    tgrpo.update_policy(policy, [group], [advantages], [mask], optimizer, args, int(mask.sum()))
     synchronize(policy.device)
     seconds = time.perf_counter() - tick
     if policy.device.type != "cuda":
@@ -241,7 +242,7 @@ def update_table(policy, optimizer, instruction: str, args: Args) -> list:
         set_gradient_checkpointing(policy, checkpointing)
         for micro_batch_size in args.micro_batch_sizes:
             sizes = (num_params, param_bytes, lora_params, micro_batch_size, checkpointing)
-            estimate = tgrpo.estimate_update_memory(*sizes)
+            estimate = openvla_policy.estimate_update_memory(*sizes)
             row = f"| {'on' if checkpointing else 'off'} | {micro_batch_size} |"
             try:
                 seconds, allocated, reserved = time_update(policy, optimizer, group, micro_batch_size, args.seed)
@@ -282,7 +283,7 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
     rewards = torch.as_tensor(group.rewards, dtype=torch.float32)
     tick = time.perf_counter()
     advantages = tgrpo.compute_advantages(rewards, mask, train_args.alpha_step, train_args.alpha_traj)[0]
-    tgrpo.update_policy(policy, group, advantages, mask, optimizer, train_args)
+    tgrpo.update_policy(policy, [group], [advantages], [mask], optimizer, train_args, int(mask.sum()))
     synchronize(policy.device)
     update = time.perf_counter() - tick
     samples, total = int(mask.sum()), group.timing["total"] + update

@@ -73,7 +73,7 @@ def measure_update(policy, group, mask, micro_batch_size: int, device) -> tuple:
     start = time.perf_counter()
     with PeakRSS() as rss:
         base_rss = psutil.Process().memory_info().rss
-        tgrpo.update_policy(policy, group, advantages, mask, optimizer, args)
+        tgrpo.update_policy(policy, [group], [advantages], [mask], optimizer, args, int(mask.sum()))
         if device.type == "cuda":
             torch.cuda.synchronize()
     seconds = time.perf_counter() - start

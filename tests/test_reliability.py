@@ -182,7 +182,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_so(uninterrupted, t
     shutil.copytree(uninterrupted / "checkpoint", run_dir / "checkpoint")
     before = adapter(run_dir)
     args = tgrpo.Args(**RUN_FLAGS, reward_file="unused.py", resume=str(run_dir))
-    policy, optimizer = tgrpo.load_trainable_policy(args, run_dir / "checkpoint")
+    policy, optimizer = tgrpo.load_trainable_policy(args, run_dir / "checkpoint", args.device)
     state = {"iteration": 4, "args": {}, "reward_sha256": {}}
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # files stop growing at 4 KB, as on a full disk
@@ -274,6 +274,26 @@ def test_bad_input_is_one_line_without_traceback(script, argv, message, tmp_path
     assert code not in (0, None), stderr
     assert "Traceback" not in stderr and len(lines) == 1, stderr
     assert lines[0].startswith("error: ") and message.format(**places) in lines[0], lines[0]
+
+
+def test_groups_that_the_ranks_cannot_share_equally_are_one_line(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun --nproc-per-node 2 sets
+    code, stderr = run_script("tgrpo.py", "--groups-per-iteration", "3", "--model", "tiny")
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip() == (
+        "error: --groups-per-iteration 3: the 2 torchrun ranks collect equal shares: use a multiple of 2"
+    )
+
+
+def test_a_resume_on_another_number_of_ranks_says_how_to_resume(uninterrupted, tmp_path):
+    run_dir = tmp_path / "ran_on_two"
+    shutil.copytree(uninterrupted / "checkpoint", run_dir / "checkpoint")
+    state_file = run_dir / "checkpoint" / "trainer_state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "world_size": 2}))
+    code, stderr = run_script("tgrpo.py", "--resume", str(run_dir))
+    assert code == 1 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "was trained on 2 rank(s), and this is 1" in stderr
+    assert f"torchrun --nproc-per-node 2 tgrpo.py --resume {run_dir}" in stderr
 
 
 def test_a_bad_suite_is_rejected_by_the_parser_with_the_choices():

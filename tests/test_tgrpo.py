@@ -135,7 +135,9 @@ def test_one_update_moves_log_probs_with_the_sign_of_the_advantage(lora_policy):
     optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(lora_policy.model), lr=1e-3)
     base = {n: p.detach().clone() for n, p in lora_policy.model.named_parameters() if not p.requires_grad}
     args = tgrpo.Args(micro_batch_size=4)  # 6 samples: two micro-batches, gradients accumulated
-    stats = tgrpo.update_policy(lora_policy, group, advantages, torch.ones(2, 3, dtype=torch.bool), optimizer, args)
+    stats = tgrpo.update_policy(
+        lora_policy, [group], [advantages], [torch.ones(2, 3, dtype=torch.bool)], optimizer, args, 6
+    )
 
     after = group_log_probs(lora_policy, group)
     assert (after[0] > torch.as_tensor(group.log_probs[0])).all(), "positive advantage: log-prob must rise"
@@ -157,7 +159,9 @@ def test_kl_penalty_and_ppo_epochs_run_and_report(lora_policy):
     optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(lora_policy.model), lr=1e-2)
     args = tgrpo.Args(update_epochs=3, kl_coef=0.1, clip_coef=0.2)
     advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
-    stats = tgrpo.update_policy(lora_policy, group, advantages, torch.ones(2, 3, dtype=torch.bool), optimizer, args)
+    stats = tgrpo.update_policy(
+        lora_policy, [group], [advantages], [torch.ones(2, 3, dtype=torch.bool)], optimizer, args, 6
+    )
     # After the first epoch the policy has moved away from both the old policy and the base.
     assert stats["kl_to_base"] > 0 and stats["approx_kl"] > 0
 
