@@ -305,12 +305,11 @@ def collect_groups(
         steps_taken[np.unique(group_of[ids])] += 1
         images.append(np.stack(current))
         tick = time.perf_counter()
-        generators = [starts[g].generator for g in group_of[ids]]
         step_tokens, step_logp, actions = policy.act(
             images[-1][ids],
             [instructions[g] for g in group_of[ids]],
             temperature,
-            generators=None if generators[0] is None else generators,
+            generators=[starts[g].generator for g in group_of[ids]],
         )
         timing["policy"] += time.perf_counter() - tick
         tokens.append(np.zeros((len(live), ACTION_DIM), np.int64))

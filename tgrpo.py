@@ -583,7 +583,7 @@ def log_iteration(writer, iteration: int, summary: dict, stats: dict, timing: di
         "advantages/traj_mean": summary["traj_advantages"].mean(),
         "advantages/traj_std": summary["traj_advantages"].std(),
         **{f"losses/{k}": v for k, v in stats.items()},
-        **{f"time/{k}": timing[k] for k in ("simulation", "policy", "update")},
+        **{f"time/{k}": timing[k] for k in ("simulation", "policy", "update", "iteration")},
     }
     for name, value in scalars.items():
         writer.add_scalar(name, float(value), iteration)

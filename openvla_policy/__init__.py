@@ -125,8 +125,8 @@ class VLAPolicy:
     def act(self, images: np.ndarray, instructions, temperature: float = 1.0, generators: Optional[list] = None):
         """Sample (or with temperature 0, greedily decode) an action for each of B images in one batched call.
 
-        `instructions`: one per image, or one `str` for all. `generators`: None (torch's global RNG) or one
-        torch.Generator per image; images that share one draw from it in order, so a group's samples do not
+        `instructions`: one per image, or one `str` for all. `generators`: None, or one torch.Generator (or None:
+        torch's global RNG) per image; images that share one draw from it in order, so a group's samples do not
         depend on which other groups share the batch. Returns token ids (B, 7), their log-probs summed over the
         7 tokens (B,), and env actions (B, 7).
         """
