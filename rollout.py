@@ -1,9 +1,10 @@
-"""Collect N parallel LIBERO trajectories of an OpenVLA-style policy from one init state (a TGRPO group).
+"""Collect N parallel LIBERO trajectories of an OpenVLA-style policy from one init state (a TGRPO group), or
+several such groups at once (collect_groups).
 
-    python rollout.py --suite libero_goal --task-id 8 --num-envs 4 --max-steps 200 --model tiny --video
+    python rollout.py --suite libero_goal --task-ids 8 --num-envs 4 --max-steps 200 --model tiny --video all
 
 The env follows OpenVLA's published LIBERO conventions (README, "Conventions"); the policy samples the 7
-action tokens of all live envs in one batched call; each env lives in its own worker process.
+action tokens of all live envs, of every group, in one batched call; each env lives in its own worker process.
 """
 
 import hashlib

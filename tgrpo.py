@@ -633,12 +633,12 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
             raise damaged(checkpoint / "adapter", error) from None
     policy.model.eval()
     params = trainable_in_float32(policy.model)
-    if torch.distributed.is_initialized():  # every rank starts from rank 0's adapter
-        for param in params:
-            torch.distributed.broadcast(param.data, src=0)
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
     if checkpoint is not None:  # peft loaded the saved fp32 LoRA weights into base-dtype ones: load them again in fp32
         set_peft_model_state_dict(policy.model, load_peft_weights(str(checkpoint / "adapter")))
+    if torch.distributed.is_initialized():  # every rank starts from rank 0's adapter
+        for param in params:
+            torch.distributed.broadcast(param.data, src=0)
     return policy, optimizer
 
 
@@ -686,14 +686,16 @@ def main(args: Args) -> dict:
         set_rng_state(saved["rng.pt"])
         warn_changed_rewards(saved["reward_sha256"], reward_files)
         completed = saved["iteration"]
-        print(f"[tgrpo] resuming {run_dir} at iteration {completed + 1}") if rank == 0 else None
+        if rank == 0:
+            print(f"[tgrpo] resuming {run_dir} at iteration {completed + 1}")
     reward_hashes = {str(t): reward_file.sha256 for t, reward_file in reward_files.items()}
     # What a checkpoint holds is taken when an iteration's optimizer step is applied: a save at any later
     # moment (video, evaluation, Ctrl-C, an error) resumes exactly at the next iteration.
     boundary = {"rng": rng_state(), "iteration": completed}
 
-    def checkpoint_now() -> Path:
-        check_ranks_agree(params)
+    def checkpoint_now(compare_ranks: bool = True) -> Optional[Path]:
+        if compare_ranks:
+            check_ranks_agree(params)
         state = {"iteration": boundary["iteration"], "args": asdict(args), "reward_sha256": reward_hashes}
         state["world_size"] = world_size
         return save_checkpoint(run_dir, policy.model, optimizer, state, boundary["rng"]) if rank == 0 else None
@@ -765,7 +767,8 @@ def main(args: Args) -> dict:
             if args.eval_every and (iteration + 1) % args.eval_every == 0:
                 run_periodic_eval(policy, pool, args, task_ids, writer, iteration + 1, lambda: bool(stop_requests))
     except KeyboardInterrupt:
-        print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations") if rank == 0 else None
+        if rank == 0:
+            print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations")
         exit_code = 130
     except StopNow:
         print(f"\n[tgrpo] stopped at once; the last checkpoint written stays ({run_dir / 'checkpoint'})")
@@ -776,9 +779,11 @@ def main(args: Args) -> dict:
     finally:  # on Ctrl-C and on errors alike, keep what the completed iterations learned
         pool.close()
         if save_on_exit:
-            saved_to = checkpoint_now()
+            # After a failure on one rank the others may be gone: only a stop they all took compares them.
+            compared = exit_code != 1 and sys.exc_info()[0] is None
+            saved_to = checkpoint_now(compare_ranks=compared)
             if rank == 0:
-                same = f", the same on all {world_size} ranks" if world_size > 1 else ""
+                same = f", the same on all {world_size} ranks" if world_size > 1 and compared else ""
                 print(f"[tgrpo] checkpoint after {boundary['iteration']} iterations{same}: {saved_to} ", end="")
                 print(f"(continue with --resume {run_dir})")
         if writer is not None:
@@ -792,4 +797,7 @@ if __name__ == "__main__":
         result = main(cli_args)
     except (UsageError, rewards.RewardFileError) as error:
         sys.exit(f"error: {error}")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     sys.exit(result["exit_code"])

@@ -543,3 +543,13 @@ def test_check_lists_missing_and_rejected_files_with_remedies(tmp_path):
     missing = tmp_path / "rewards" / SUITE / "open_the_middle_drawer_of_the_cabinet.py"
     command = f"python gen_reward.py --suite {SUITE} --task-ids 0 --provider anthropic --llm <model name>"
     assert f"{missing}: missing. Generate it with: {command} --rewards-dir {tmp_path / 'rewards'}" in message
+
+
+def test_check_of_all_suites_covers_the_four_suites_and_any_perturbation_file_that_exists(tmp_path):
+    own = tmp_path / "libero_goal_task" / f"{libero_envs.get_task('libero_goal_task', 2).name}.py"
+    own.parent.mkdir()
+    own.write_text("def compute_reward(state, info):\n    return 0.0\n")
+    selected = [(suite, task_id) for suite, task_id, _ in gen_reward.select_tasks("all", None, str(tmp_path))]
+    assert selected[:40] == [(suite, t) for suite in gen_reward.MAIN_SUITES for t in range(10)]
+    assert selected[40:] == [("libero_goal_task", 2)]
+    assert len(gen_reward.select_tasks("all", None, None)) == 40  # generating: the four suites only

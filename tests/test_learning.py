@@ -12,7 +12,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import learning_signal  # noqa: E402
 
-ITERATIONS, BLOCK = 10, 3
+ITERATIONS, BLOCK = 8, 3
 
 
 def test_tgrpo_raises_the_return_of_the_tiny_vla(tiny_cache, tmp_path):

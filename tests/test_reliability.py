@@ -285,6 +285,18 @@ def test_groups_that_the_ranks_cannot_share_equally_are_one_line(monkeypatch):
     )
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPUs")
+@pytest.mark.parametrize("script", ["tgrpo.py", "evaluate.py"])
+def test_nccl_without_gpus_is_one_line(script, monkeypatch, tiny_cache):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; the check comes before the ranks meet
+    code, stderr = run_script(script, "--model", "tiny", "--dist-backend", "nccl")
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip() == (
+        "error: --dist-backend nccl: no CUDA GPU is visible, and nccl runs on GPUs only; use --dist-backend gloo "
+        "(or auto)"
+    )
+
+
 def test_a_resume_on_another_number_of_ranks_says_how_to_resume(uninterrupted, tmp_path):
     run_dir = tmp_path / "ran_on_two"
     shutil.copytree(uninterrupted / "checkpoint", run_dir / "checkpoint")
