@@ -233,6 +233,34 @@ def collect_group(
     return collect_groups(policy, pool, starts=[start], reward_files={task_id: reward_file}, **options)[0]
 
 
+def reset_groups(
+    pool: EnvPool, suite: str, starts: list, jobs: list, group_of: np.ndarray, *, max_steps: int, camera_size: int
+) -> list:
+    """Reset each env of the pool to its group's start, to score with its group's RewardJob; a group whose
+    every env failed stops the collection."""
+    horizon = env_horizon(max_steps)
+    specs = [EnvSpec(task_bddl_path(get_task(suite, s.task_id)), horizon, camera_size) for s in starts]
+    states = [
+        s.init_state if s.init_state is not None else get_init_states(suite, s.task_id)[s.init_state_id] for s in starts
+    ]
+    results = pool.reset(
+        list(range(pool.num_envs)),
+        [specs[g] for g in group_of],
+        [states[g] for g in group_of],
+        [starts[g].placement for g in group_of],
+        task_label=[jobs[g].task_name for g in group_of],
+        reward_job=[jobs[g] for g in group_of],
+    )
+    for g, job in enumerate(jobs):
+        if all(results[i] is None for i in np.flatnonzero(group_of == g)):
+            raise RuntimeError(
+                f"all {len(results) // len(jobs)} env workers failed to reset on {suite}/{job.task_name} (see the "
+                "warnings above); if they died at start-up, run `python rollout.py --model tiny --num-envs 1` to see "
+                "the error"
+            )
+    return results
+
+
 def collect_groups(
     policy: VLAPolicy,
     pool: EnvPool,
@@ -269,29 +297,11 @@ def collect_groups(
         RewardJob(file.path, file.source, suite, task.name, instruction, max_steps, *reward_limits)
         for file, task, instruction in zip((reward_files[s.task_id] for s in starts), tasks, instructions)
     ]
-    specs = [EnvSpec(task_bddl_path(task), env_horizon(max_steps), camera_size) for task in tasks]
-    states = [
-        s.init_state if s.init_state is not None else get_init_states(suite, s.task_id)[s.init_state_id] for s in starts
-    ]
     timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
     start_time = time.perf_counter()
-
-    results = pool.reset(
-        list(range(pool.num_envs)),
-        [specs[g] for g in group_of],
-        [states[g] for g in group_of],
-        [starts[g].placement for g in group_of],
-        task_label=[tasks[g].name for g in group_of],
-        reward_job=[jobs[g] for g in group_of],
-    )
+    results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size)
     timing["simulation"] += time.perf_counter() - start_time
     live = np.array([r is not None for r in results])
-    for g, task in enumerate(tasks):
-        if not live[group_of == g].any():
-            raise RuntimeError(
-                f"all {n} env workers failed to reset on {suite}/{task.name} (see the warnings above); "
-                "if they died at start-up, run `python rollout.py --model tiny --num-envs 1` to see the error"
-            )
     failed = ~live
     image_shape = next(r["image"].shape for r in results if r is not None)
     current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
