@@ -62,8 +62,11 @@ def test_two_ranks_train_like_one_process_with_two_groups_and_resume(tiny_cache,
     for name in single:
         np.testing.assert_allclose(split[name].numpy(), single[name].numpy(), rtol=0, atol=LEARNING_RATE / 100)
 
-    resumed = run(["tgrpo.py", "--resume", str(two), "--num-iterations", "2"], ranks=2)
+    # Resumed on 2 ranks, with a periodic evaluation whose two tasks the ranks split and gather.
+    evaluation = ["--eval-every", "1", "--eval-trials-per-task", "1", "--eval-max-steps", "5"]
+    resumed = run(["tgrpo.py", "--resume", str(two), "--num-iterations", "2", *evaluation], ranks=2)
     assert f"resuming {two} at iteration 2" in resumed.stdout and "task/init 8/1, 9/1" in resumed.stdout
+    assert resumed.stdout.count("[tgrpo] eval at iteration 2: 0.0% over 2 tasks") == 1, resumed.stdout
     assert json.loads((two / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 2
 
 
