@@ -700,6 +700,7 @@ def main(args: Args) -> dict:
         state["world_size"] = world_size
         return save_checkpoint(run_dir, policy.model, optimizer, state, boundary["rng"]) if rank == 0 else None
 
+    previous_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     stop_requests = stop_on_signals(distributed=world_size > 1)
     exit_code, save_on_exit = 0, True
     progress = tqdm(
@@ -788,6 +789,8 @@ def main(args: Args) -> dict:
                 print(f"(continue with --resume {run_dir})")
         if writer is not None:
             writer.close()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     return {"run_dir": run_dir, "iteration": boundary["iteration"], "exit_code": exit_code}
 
 

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tyro
 from safetensors.torch import load_file
+
+import evaluate
+import tgrpo
 
 ROOT = Path(__file__).resolve().parent.parent
 RAISE_EEF = "def compute_reward(state, info):\n    return float(state['eef_pos'][2] - info['initial']['eef_pos'][2])\n"
@@ -24,15 +28,25 @@ EVAL_FLAGS = (
 ).split()
 
 
-def run(argv: list, ranks: int = 1) -> subprocess.CompletedProcess:
-    """`python <argv>`, or `torchrun --standalone --nproc-per-node <ranks> <argv>`."""
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
+def start(argv: list, ranks: int) -> subprocess.Popen:
+    """`torchrun --standalone --nproc-per-node <ranks> <argv>`, started."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
     env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    result = subprocess.run(
-        [sys.executable, *launcher, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    return subprocess.Popen(
+        [sys.executable, *launcher, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
+
+
+def finish(process: subprocess.Popen) -> str:
+    """Its stdout, once it exited with 0."""
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, out[-2000:] + err[-3000:]
+    return out
+
+
+def run_here(module, argv: list):
+    """`python <module>.py <argv>` in this process (while torchrun runs beside it: CI has two cores)."""
+    return module.main(tyro.cli(module.Args, args=argv))
 
 
 def adapter(run_dir: Path) -> dict:
@@ -46,14 +60,16 @@ def reward_file(tmp_path_factory):
     return str(path)
 
 
-def test_two_ranks_train_like_one_process_with_two_groups_and_resume(tiny_cache, reward_file, tmp_path):
+def test_two_ranks_train_like_one_process_with_two_groups_and_resume(tiny_cache, reward_file, tmp_path, capsys):
     common = [*TRAIN_FLAGS, "--reward-file", reward_file, "--num-iterations", "1", "--output-dir", str(tmp_path)]
-    run(["tgrpo.py", *common, "--groups-per-iteration", "2", "--exp-name", "one"])
-    ranks = run(["tgrpo.py", *common, "--exp-name", "two"], ranks=2)  # default G: one group per rank
-    one, two = next(tmp_path.glob("*__one__*")), next(tmp_path.glob("*__two__*"))
+    ranks = start(["tgrpo.py", *common, "--exp-name", "two"], ranks=2)  # default G: one group per rank
+    one = run_here(tgrpo, [*common, "--groups-per-iteration", "2", "--exp-name", "one"])["run_dir"]
+    assert "task/init 8/0, 9/0" in capsys.readouterr().out
+    ranks_out = finish(ranks)
+    two = next(tmp_path.glob("*__two__*"))
     # Both ran the iteration's two groups (task 8 and task 9, init state 0) and said so once, from rank 0.
-    assert ranks.stdout.count("task/init 8/0, 9/0") == 1, ranks.stdout
-    assert "the same on all 2 ranks" in ranks.stdout  # rank 0 compared the ranks' adapters before saving
+    assert ranks_out.count("task/init 8/0, 9/0") == 1, ranks_out
+    assert "the same on all 2 ranks" in ranks_out  # rank 0 compared the ranks' adapters before saving
     state = json.loads((two / "checkpoint" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["args"]["groups_per_iteration"] == 2
 
@@ -64,9 +80,9 @@ def test_two_ranks_train_like_one_process_with_two_groups_and_resume(tiny_cache,
 
     # Resumed on 2 ranks, with a periodic evaluation whose two tasks the ranks split and gather.
     evaluation = ["--eval-every", "1", "--eval-trials-per-task", "1", "--eval-max-steps", "5"]
-    resumed = run(["tgrpo.py", "--resume", str(two), "--num-iterations", "2", *evaluation], ranks=2)
-    assert f"resuming {two} at iteration 2" in resumed.stdout and "task/init 8/1, 9/1" in resumed.stdout
-    assert resumed.stdout.count("[tgrpo] eval at iteration 2: 0.0% over 2 tasks") == 1, resumed.stdout
+    resumed = finish(start(["tgrpo.py", "--resume", str(two), "--num-iterations", "2", *evaluation], ranks=2))
+    assert f"resuming {two} at iteration 2" in resumed and "task/init 8/1, 9/1" in resumed
+    assert resumed.count("[tgrpo] eval at iteration 2: 0.0% over 2 tasks") == 1, resumed
     assert json.loads((two / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 2
 
 
@@ -81,13 +97,14 @@ def comparable(results_file: Path) -> dict:
     return report
 
 
-def test_a_distributed_evaluation_writes_the_json_of_one_process(tiny_cache, tmp_path):
-    alone = run(["evaluate.py", *EVAL_FLAGS, "--output-dir", str(tmp_path / "one")])
-    split = run(["evaluate.py", *EVAL_FLAGS, "--output-dir", str(tmp_path / "two")], ranks=2)
+def test_a_distributed_evaluation_writes_the_json_of_one_process(tiny_cache, tmp_path, capsys):
+    ranks = start(["evaluate.py", *EVAL_FLAGS, "--output-dir", str(tmp_path / "two")], ranks=2)
+    run_here(evaluate, [*EVAL_FLAGS, "--output-dir", str(tmp_path / "one")])
+    alone, split = capsys.readouterr().out, finish(ranks)
     single = comparable(next((tmp_path / "one").glob("*/results.json")))
     distributed = comparable(next((tmp_path / "two").glob("*/results.json")))
     assert [(e["task_id"], e["init_state_id"]) for e in distributed["episodes"]] == [(3, 0), (8, 0)]
     assert distributed == single
-    table = [line for line in alone.stdout.splitlines() if line.startswith("|")]
-    assert table and table == [line for line in split.stdout.splitlines() if line.startswith("|")]
-    assert split.stdout.count("wrote ") == 1  # only rank 0 writes
+    table = [line for line in alone.splitlines() if line.startswith("|")]
+    assert table and table == [line for line in split.splitlines() if line.startswith("|")]
+    assert split.count("wrote ") == 1  # only rank 0 writes

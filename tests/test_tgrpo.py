@@ -217,7 +217,6 @@ def adapter_weights(run_dir):
 def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     reward_file = tmp_path / "raise_eef.py"
     reward_file.write_text(RAISE_EEF)
-    straight = train(tmp_path, reward_file, "straight", 3)["run_dir"]
     stopped = train(tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials_per_task=1, eval_max_steps=2)[
         "run_dir"
     ]
@@ -232,9 +231,10 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     checkpoint = stopped / "checkpoint"
     assert {p.name for p in checkpoint.iterdir()} == {"adapter", "optimizer.pt", "rng.pt", "trainer_state.json"}
 
-    # Resuming with only the run dir and a longer --num-iterations restores every other argument, and continues
-    # at iteration 3 with the saved optimizer and RNG: it ends exactly where an uninterrupted 3-iteration run
-    # ends. A reward file edit is flagged.
+    # Resuming with only the run dir and a longer --num-iterations restores every other argument and continues
+    # at iteration 3 (that it ends bit for bit where an uninterrupted run ends: tests/test_reliability.py).
+    # A reward file edit is flagged.
+    before = adapter_weights(stopped)
     reward_file.write_text(RAISE_EEF + "# edited\n")
     capsys.readouterr()
     resumed = tgrpo.main(tgrpo.Args(num_iterations=3, resume=str(stopped)))
@@ -242,10 +242,8 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     assert "resuming" in out and "at iteration 3" in out and f"{reward_file} changed since the checkpoint" in out
     assert resumed["iteration"] == 3
     assert [e.step for e in EventAccumulator(str(stopped)).Reload().Scalars("charts/success_rate")] == [1, 2, 3]
-    final, reference = adapter_weights(stopped), adapter_weights(straight)
-    assert final.keys() == reference.keys()
-    for name in final:
-        assert torch.equal(final[name], reference[name]), name
+    after = adapter_weights(stopped)
+    assert after.keys() == before.keys() and any(not torch.equal(after[name], before[name]) for name in after)
 
     # The adapter loads with plain PEFT and moves the policy's actions away from the base model's.
     base = openvla_policy.load_vla("tiny", "libero_goal", device="cpu")
