@@ -67,7 +67,7 @@ class Args:
     """base weights of the VLA (the LoRA weights train in float32); auto: bfloat16 on cuda, float32 on cpu"""
 
     num_iterations: int = 300
-    """groups to collect and train on (not reported by the paper; 30 per task of a 10-task suite)"""
+    """iterations, one update each on G groups (not reported by the paper; at G = 1: 30 groups per task of 10)"""
     num_envs: int = 4
     """N: trajectories per group, all from the same init state (paper: 4; its ablation: 2, 4, 8)"""
     groups_per_iteration: Optional[int] = None
