@@ -6,7 +6,7 @@
     python gen_reward.py --check                                      # validate the shipped files; no API call
     python gen_reward.py --suite libero_goal --task-ids 8 --dry-run   # print the prompt; no API call
 
-A reply is first checked by rollout.py's AST allow-list (rejected code never runs), then called in a separate
+A reply is first checked by rewards/'s AST allow-list (rejected code never runs), then called in a separate
 process on real states of its task. A failing reply goes back to the LLM with the error (Eureka-style
 reflection); nothing is written unless a reply passes. The file contract and state schema: rewards/README.md.
 """

@@ -339,7 +339,7 @@ def collect_groups(
             rewards_[-1][i], masks[-1][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
             success[i] |= result["done"]
         for g in range(len(starts)):
-            envs = group_of == g
+            envs = slice(g * n, (g + 1) * n)
             live[envs] = still_running(live[envs], success[envs], termination)
         if stop is not None and stop():
             live[:] = False

@@ -672,7 +672,7 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     # The workers boot while the model loads.
-    pool = rollout.EnvPool(groups_per_rank * args.num_envs, step_timeout=args.step_timeout)
+    pool = libero_envs.EnvPool(groups_per_rank * args.num_envs, step_timeout=args.step_timeout)
     policy, optimizer = load_trainable_policy(args, checkpoint, device)
     # Before the first collection: an update that cannot fit stops the run here, not after an hour of rollouts.
     openvla_policy.check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
@@ -754,7 +754,7 @@ def main(args: Args) -> dict:
             if rank == 0:
                 summary = {key: np.concatenate([part[key] for part in parts]) for key in summary}
                 scalars = log_iteration(writer, iteration + 1, summary, stats, timing, args.learning_rate)
-                indices = range(iteration * args.groups_per_iteration, (iteration + 1) * args.groups_per_iteration)
+                indices = rank_groups(iteration, args.groups_per_iteration, rank=0, world_size=1)  # all ranks' groups
                 where = ", ".join("{}/{}".format(*schedule(index, task_ids)[:2]) for index in indices)
                 progress.write(
                     f"iter {iteration + 1:4d} task/init {where} | success {summary['success'].mean():.2f} "
