@@ -32,6 +32,7 @@ import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does:
 from libero.libero import benchmark, get_libero_path
 from libero.libero.envs import OffScreenRenderEnv
 from libero.libero.envs.env_wrapper import ControlEnv
+from robosuite.utils.observables import sensor
 
 import rewards
 from openvla_image import preprocess_image
@@ -198,17 +199,40 @@ def reset_env(env, init_state: np.ndarray, placement: int = 0, rng_states: Optio
     """Reset to a fixed init state with fixture placement number `placement` (see seed_placement), then let
     the dropped objects settle. An episode is a function of (init state, placement) alone, whichever worker
     runs it and whatever it ran before. `rng_states`: the task's cache for seed_placement."""
-    seed_placement(env, placement, [] if rng_states is None else rng_states)
-    env.reset()
-    obs = env.set_init_state(init_state)
-    # A soft reset keeps state that the saved MuJoCo state does not cover: the solver's warm start and the
-    # gripper's integrated command. Clear both so a reused env replays a fresh one exactly.
-    env.sim.data.qacc_warmstart[:] = 0
-    for robot in env.robots:
-        robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
-    for _ in range(NUM_WAIT_STEPS):
-        obs, _, _, _ = env.step(WAIT_ACTION)
+    with cameras_paused(env):  # nobody sees the frames before the last wait step: render that one alone
+        seed_placement(env, placement, [] if rng_states is None else rng_states)
+        env.reset()
+        env.set_init_state(init_state)
+        # A soft reset keeps state that the saved MuJoCo state does not cover: the solver's warm start and the
+        # gripper's integrated command. Clear both so a reused env replays a fresh one exactly.
+        env.sim.data.qacc_warmstart[:] = 0
+        for robot in env.robots:
+            robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
+        for _ in range(NUM_WAIT_STEPS - 1):
+            env.step(WAIT_ACTION)
+    obs, _, _, _ = env.step(WAIT_ACTION)
     return obs
+
+
+@contextlib.contextmanager
+def cameras_paused(env):
+    """Skip the camera renders inside the block (about 100 ms each on a CPU; a reset has 13 of them).
+
+    robosuite renders every camera observable at every step, reset and state change. Rendering reads the sim
+    and changes nothing in it, so the frames after the block are the ones an unpaused env gives; inside it a
+    camera returns its last frame. robosuite samples a camera once in every control step (checked over 600
+    steps), so the step after the block renders its frame as usual. Made by swapping each camera's sensor
+    function (Observable._sensor of the pinned robosuite 1.4) for one that returns the camera's last frame.
+    """
+    cameras = [o for o in env.env._observables.values() if o.modality == "image"]
+    sensors = [camera._sensor for camera in cameras]
+    for camera in cameras:
+        camera._sensor = sensor(modality="image")(lambda obs_cache, camera=camera: camera._current_observed_value)
+    try:
+        yield
+    finally:
+        for camera, render in zip(cameras, sensors):
+            camera._sensor = render
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -180,3 +180,37 @@ def test_a_reused_env_replays_exactly_like_a_fresh_one():
         used.step(action)
     fresh = libero_envs.make_env(bddl("libero_goal", 8), render=False, horizon=200)
     np.testing.assert_array_equal(replay(used), replay(fresh))
+
+
+def test_a_reset_that_skips_the_hidden_renders_sees_what_a_fully_rendered_one_sees():
+    # reset_env renders only the last wait step's frame; the reference renders every reset and wait step, as
+    # OpenVLA's evaluation does. Same env kind and call sequence, twice in a row on one env (new placements).
+    init_states = libero_envs.get_init_states("libero_goal", 8)
+
+    def rendered_reset(env, init_state, placement, rng_states):
+        libero_envs.seed_placement(env, placement, rng_states)
+        env.reset()
+        env.set_init_state(init_state)
+        env.sim.data.qacc_warmstart[:] = 0
+        for robot in env.robots:
+            robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
+        for _ in range(libero_envs.NUM_WAIT_STEPS):
+            obs, _, _, _ = env.step(libero_envs.WAIT_ACTION)
+        return obs
+
+    ours = libero_envs.make_env(bddl("libero_goal", 8), render=True, camera_size=128, horizon=100)
+    reference = libero_envs.make_env(bddl("libero_goal", 8), render=True, camera_size=128, horizon=100)
+    ours_rng, reference_rng = [], []
+    for k in (2, 0):
+        obs = libero_envs.reset_env(ours, init_states[k], k, ours_rng)
+        expected = rendered_reset(reference, init_states[k], k, reference_rng)
+        np.testing.assert_array_equal(obs["agentview_image"], expected["agentview_image"], err_msg=f"episode {k}")
+        np.testing.assert_array_equal(ours.get_sim_state(), reference.get_sim_state())
+        assert obs["agentview_image"].std() > 10  # a real frame, not a blank one
+        for _ in range(2):  # and the camera renders every step after the reset
+            step, _, _, _ = ours.step(np.ones(7) * 0.5)
+            expected_step, _, _, _ = reference.step(np.ones(7) * 0.5)
+            np.testing.assert_array_equal(step["agentview_image"], expected_step["agentview_image"])
+        assert np.abs(step["agentview_image"].astype(int) - obs["agentview_image"]).max() > 0
+    ours.close()
+    reference.close()
