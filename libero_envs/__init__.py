@@ -15,16 +15,16 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
 logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
 
 import contextlib
-import dataclasses
 import io
 import multiprocessing as mp
-import signal
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import wait as wait_for_connections
+from pathlib import Path
 from typing import Literal, Optional, get_args
 
 import numpy as np
@@ -60,6 +60,12 @@ for _suite, _base in PERTURBED_SUITES.items():  # a perturbation runs under its 
 
 class UsageError(ValueError):
     """Bad user input: the scripts print it as one line naming the flag, without a traceback."""
+
+
+class WorkerKeepsFailing(UsageError):
+    """An env failed several times in a row on the same task (EnvPool's max_failures): restarting its worker again
+    would not help. A UsageError so that the scripts print it as one line and stop, as for bad input: a person
+    has to look (the task's files, the simulator, the timeouts)."""
 
 
 PLACEMENT_SEED = 0  # OpenVLA's evaluation seeds every task's env with 0 (see seed_placement)
@@ -253,115 +259,126 @@ def observe(env, obs: dict, step: int, success: bool) -> dict:
     return {"image": image, "state": rewards.build_reward_state(env, obs, step, success), "done": bool(success)}
 
 
-def run_env_command(held: dict, command: str, payload, in_reward=None):
+def run_env_command(held: dict, command: str, payload):
     """Execute one command on the env in `held`; shared by worker processes and serial mode.
 
-    reset: (EnvSpec, init state, fixture placement number, RewardJob or None, env index); step: an action. With a RewardJob, every step's reward
-    is computed here, confined by rewards.call_reward; `in_reward` (a shared flag) tells the parent that a
-    death or a hang happened inside reward code.
+    reset: (EnvSpec, init state, fixture placement number); step: an action. No reward is computed here: reward
+    code runs only in reward processes (see EnvPool).
     """
     if command == "reset":
-        spec, init_state, placement, job, held["env_index"] = payload
+        spec, init_state, placement = payload
         if held.get("spec") != spec:
             if held.get("env") is not None:
                 held["env"].close()
             held["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
             held["spec"] = spec
-        held["step"], held["job"] = 0, job
+        held["step"] = 0
         rng_states = held.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
         obs = reset_env(held["env"], init_state, placement, rng_states)
-        result = observe(held["env"], obs, step=0, success=False)
-        if job is not None:
-            if held.get("reward_source") != (job.path, job.source):
-                limits = dict(cpu_seconds=job.cpu_seconds, memory_mb=job.memory_mb, in_reward=in_reward)
-                held["reward_fn"] = rewards.compile_reward_fn(job.source, job.path, **limits)
-                held["reward_source"] = (job.path, job.source)
-            held["info"] = rewards.build_reward_info(
-                suite=job.suite,
-                task_name=job.task_name,
-                instruction=job.instruction,
-                max_steps=job.max_steps,
-                initial=result["state"],
-            )
-        return result
+        return observe(held["env"], obs, step=0, success=False)
     if command == "step":
         obs, _, done, _ = held["env"].step(payload)
         held["step"] += 1
-        result = observe(held["env"], obs, held["step"], done)
-        job = held["job"]
-        if job is not None:
-            result["reward"] = rewards.call_reward(
-                held["reward_fn"],
-                result["state"],
-                held["info"],
-                env_index=held["env_index"],
-                cpu_seconds=job.cpu_seconds,
-                memory_mb=job.memory_mb,
-                in_reward=in_reward,
-            )
-        return result
+        return observe(held["env"], obs, held["step"], done)
     raise ValueError(f"unknown env command {command!r}")
 
 
-def env_worker(conn, in_reward) -> None:
-    """Worker process main loop: one env, commands in, observations (or an error text) out."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which saves and closes us
+def env_worker(conn, log_path: str) -> None:
+    """Worker process main loop: one env, commands in, observations (or an error's traceback) out."""
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group; they are for the main process, which saves
+    # and then closes us.
+    rewards.ignore_stop_signals()
     held = {}
-    while True:
-        try:
+    try:
+        while True:
             command, payload = conn.recv()
-        except EOFError:
-            return
-        if command == "close":
-            os._exit(0)  # skip interpreter teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
-        try:
-            conn.send(("ok", run_env_command(held, command, payload, in_reward)))
-        except RewardFileError as error:
-            conn.send(("reward_error", str(error)))
-        except Exception:
-            conn.send(("error", traceback.format_exc(limit=4)))
+            if command == "close":
+                os._exit(0)  # skip teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
+            try:
+                reply = ("ok", run_env_command(held, command, payload))
+            except Exception:
+                reply = ("error", traceback.format_exc())  # the pool logs it and prints one line
+            conn.send(reply)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        os._exit(0)  # the main process is gone (killed, or it closed us): no one to answer, nothing to print
+    except BaseException:  # e.g. a reply that cannot be pickled: one line here, the traceback in the log
+        error = log_traceback(log_path, f"env worker {os.getpid()}")
+        print(f"[env worker {os.getpid()}] {error} (traceback in {log_path})", file=sys.stderr)
+        os._exit(1)
+
+
+def log_traceback(log_path, heading: str, text: Optional[str] = None) -> str:
+    """Append a traceback (this exception's, or `text`) to the log file; return its last line, the error."""
+    text = (text or traceback.format_exc()).rstrip()
+    with open(log_path, "a") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {heading}\n{text}\n")
+    return text.splitlines()[-1] if text else "no traceback"
 
 
 class EnvPool:
-    """N persistent envs, each in its own process, reset together and stepped in parallel.
+    """N persistent envs, each in its own process, reset together and stepped in parallel, with their rewards.
 
-    A worker that crashes, raises or misses its deadline yields None for that env: its trajectory ends as a
-    failure, a warning names the task and the error, and a fresh worker takes its place. A reward file that
-    fails, or exceeds its limits, raises RewardFileError instead: that is the file's fault, not the simulator's.
-    Workers start with an environment stripped of secrets (API keys), since reward code runs in them.
-    `parallel=False` runs the envs one after another in this process, rewards unconfined: for benchmarks only.
+    A worker that crashes, raises or misses its deadline (`step_timeout`, `reset_timeout`: --step-timeout,
+    --reset-timeout) yields None for that env: its trajectory ends as a failure, one warning line names the task
+    and the error (a traceback goes whole to the log file the line names, `log_path`, by default in the system's
+    temp dir), and a fresh worker takes its place. An env that fails `max_failures` times in a row on the same
+    task stops the run (WorkerKeepsFailing): restarting it once more would not help. Workers ignore Ctrl-C and
+    SIGTERM, which reach the whole process group: the main process stops and then closes them.
+
+    With a RewardJob, each env's rewards come from a reward process of its own (rewards.RewardProcess, started
+    at the env's first reset with a job): confined by the kernel, with limits on CPU time and memory, and never
+    the worker or this process. A reward file that fails, exceeds a limit or crashes its process raises
+    RewardFileError instead of a failed env: the file's fault, not the simulator's.
+    `parallel=False` steps the envs one after another in this process (rewards still in their processes): for
+    benchmarks only.
     """
 
-    def __init__(self, num_envs: int, parallel: bool = True, step_timeout: float = 60.0, reset_timeout: float = 300.0):
+    def __init__(
+        self,
+        num_envs: int,
+        parallel: bool = True,
+        step_timeout: float = 60.0,
+        reset_timeout: float = 300.0,
+        max_failures: int = 3,
+        log_path: Optional[str] = None,
+    ):
         self.num_envs, self.parallel = num_envs, parallel
-        self.step_timeout, self.reset_timeout = step_timeout, reset_timeout
+        self.step_timeout, self.reset_timeout, self.max_failures = step_timeout, reset_timeout, max_failures
+        self.log_path = Path(log_path or Path(tempfile.gettempdir()) / f"libero_env_workers_{os.getpid()}.log")
         self.context = mp.get_context("spawn")  # never fork a process that holds torch threads or a GL context
         self.workers, self.conns = [None] * num_envs, [None] * num_envs
-        self.in_reward = [None] * num_envs  # shared flags: a worker is inside reward code
         self.serial_envs = [{} for _ in range(num_envs)]
         self.task_labels, self.reward_jobs, self.restarts = [""] * num_envs, [None] * num_envs, 0
+        self.reward_processes = [None] * num_envs
+        self.failures = [("", 0)] * num_envs  # per env: (task label, failures in a row on it)
         if parallel:
             for i in range(num_envs):
                 self._start_worker(i)
 
     def _start_worker(self, i: int) -> None:
         parent_conn, child_conn = self.context.Pipe()
-        self.in_reward[i] = self.context.Value("b", 0, lock=False)
         worker = self.context.Process(
-            target=env_worker, args=(child_conn, self.in_reward[i]), daemon=True, name=f"libero-env-{i}"
+            target=env_worker, args=(child_conn, str(self.log_path)), daemon=True, name=f"libero-env-{i}"
         )
         # Mesa's llvmpipe renders with one thread per core by default; with several workers per core, their
         # threads only contend (measured: 7.7 -> 10.2 steps/s for 4 workers on 2 cores). Spawn copies os.environ.
         threads = os.environ.get("LP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // self.num_envs))
-        with rewards.environment_without_secrets(LP_NUM_THREADS=threads):
+        with rewards.environment_without_secrets(LP_NUM_THREADS=threads):  # nothing in a worker needs a secret
             worker.start()
         child_conn.close()
         self.workers[i], self.conns[i] = worker, parent_conn
 
     def _replace_worker(self, i: int, reason: str) -> None:
+        label = self.task_labels[i]
+        lines = reason.strip().splitlines() or ["no reason given"]
+        summary = lines[0]
+        if len(lines) > 1:  # a traceback: whole in the log, its last line here
+            heading = f"env {i}, task {label!r}, worker {self.workers[i].pid if self.parallel else os.getpid()}"
+            summary = f"{log_traceback(self.log_path, heading, reason)} (traceback in {self.log_path})"
+        in_a_row = self.failures[i][1] + 1 if self.failures[i][0] == label else 1
+        self.failures[i] = (label, in_a_row)
         print(
-            f"[rollout] warning: env {i} failed on task {self.task_labels[i]!r}: {reason.strip()}\n"
-            f"[rollout] its trajectory ends as a failure; restarting the worker",
+            f"[rollout] warning: env {i} failed on task {label!r}: {summary}; its trajectory ends as a failure",
             file=sys.stderr,
         )
         self.restarts += 1
@@ -369,6 +386,12 @@ class EnvPool:
             self.workers[i].kill()
             self.workers[i].join(timeout=5)
             self.conns[i].close()
+        if in_a_row >= self.max_failures:
+            raise WorkerKeepsFailing(
+                f"env {i} failed {in_a_row} times in a row on task {label!r} (the last time: {summary}); a fresh "
+                "worker does not help, so the run stops: look at the task's files and the simulator"
+            )
+        if self.parallel:
             self._start_worker(i)
         else:
             self.serial_envs[i] = {}
@@ -377,7 +400,7 @@ class EnvPool:
         self.workers[i].join(timeout=1)  # reap it, so the exit code (e.g. -9 for SIGKILL) is known
         return f"worker process died (exit code {self.workers[i].exitcode})"
 
-    def _receive_all(self, ids: list, command: str, payloads: list, timeout: float) -> dict:
+    def _receive_all(self, ids: list, command: str, payloads: list, timeout: float, flag: str) -> dict:
         """{env: (status, value)} from the workers, with an error for each that died or missed the deadline."""
         replies = {}
         for i, payload in zip(ids, payloads):
@@ -398,7 +421,7 @@ class EnvPool:
                 except (EOFError, OSError):
                     replies[i] = ("error", self._death_note(i))
         for i in waiting.values():
-            replies[i] = ("error", f"no reply within {timeout:.0f} s (hung worker; raise --step-timeout if slow)")
+            replies[i] = ("error", f"no reply within {timeout:.0f} s (hung worker; raise {flag} if slow)")
         return replies
 
     def _run_serially(self, ids: list, command: str, payloads: list) -> dict:
@@ -406,39 +429,64 @@ class EnvPool:
         for i, payload in zip(ids, payloads):
             try:
                 replies[i] = ("ok", run_env_command(self.serial_envs[i], command, payload))
-            except RewardFileError as error:
-                replies[i] = ("reward_error", str(error))
             except Exception:
-                replies[i] = ("error", traceback.format_exc(limit=4))
+                replies[i] = ("error", traceback.format_exc())
         return replies
 
-    def _run(self, ids: list, command: str, payloads: list, timeout: float) -> list:
+    def _run(self, ids: list, command: str, payloads: list, timeout: float, flag: str) -> list:
         if self.parallel:
-            replies = self._receive_all(ids, command, payloads, timeout)
+            replies = self._receive_all(ids, command, payloads, timeout, flag)
         else:
             replies = self._run_serially(ids, command, payloads)
-        for i in ids:
-            status, value = replies[i]
-            if status == "reward_error":
-                raise RewardFileError(value)
-            if status != "ok" and self.in_reward[i] is not None and self.in_reward[i].value:
-                job, worker = self.reward_jobs[i], self.workers[i]
-                exitcode = None if worker.is_alive() else worker.exitcode
-                raise rewards.reward_process_died(
-                    job.path,
-                    exitcode,
-                    where=f"(env {i}, {command})",
-                    cpu_seconds=job.cpu_seconds,
-                    memory_mb=job.memory_mb,
-                )
         results = []
         for i in ids:
             status, value = replies[i]
-            if status != "ok":
+            if status == "ok":
+                self.failures[i] = ("", 0)
+            else:
                 self._replace_worker(i, value)
                 value = None
             results.append(value)
         return results
+
+    def _ask_rewards(self, requests: dict, timeout: float) -> dict:
+        """{env: answer} of the envs' reward processes to {env: (request, where)}, all at work at once. Every
+        answer is read before the first error is raised, so that none is left for the next request."""
+        deadline = time.monotonic() + timeout
+        for i, (request, where) in requests.items():
+            self.reward_processes[i].send(request, where)
+        answers, error = {}, None
+        for i in requests:
+            try:
+                answers[i] = self.reward_processes[i].receive(max(0.0, deadline - time.monotonic()))
+            except RewardFileError as failure:
+                error = error or failure
+        if error is not None:
+            raise error
+        return answers
+
+    def _load_rewards(self, ids: list, results: list) -> None:
+        """Give each env that reset with a RewardJob its reward process (a new one if it has none, or another
+        limit), loaded with the file and the episode's `info`."""
+        requests = {}
+        for i, result in zip(ids, results):
+            job, process = self.reward_jobs[i], self.reward_processes[i]
+            if job is None or result is None:
+                continue
+            limits = (job.cpu_seconds, job.memory_mb)
+            if process is None or not process.alive() or (process.cpu_seconds, process.memory_mb) != limits:
+                if process is not None:
+                    process.close()
+                self.reward_processes[i] = rewards.RewardProcess(job.cpu_seconds, job.memory_mb)
+            info = rewards.build_reward_info(
+                suite=job.suite,
+                task_name=job.task_name,
+                instruction=job.instruction,
+                max_steps=job.max_steps,
+                initial=result["state"],
+            )
+            requests[i] = (("load", job.path, job.source, info, True), f"while loading the file (env {i})")
+        self._ask_rewards(requests, self.reset_timeout)
 
     def reset(self, ids: list, spec, init_states, placements=0, task_label="", reward_job=None) -> list:
         """Reset envs `ids` (wait steps included); None marks a failed env. With a RewardJob, each later step
@@ -450,17 +498,27 @@ class EnvPool:
             value if isinstance(value, list) else [value] * len(ids)
             for value in (spec, init_states, placements, task_label, reward_job)
         )
-        if not self.parallel:  # limits act on the whole process: never on this one
-            jobs = [job and dataclasses.replace(job, cpu_seconds=None, memory_mb=None) for job in jobs]
         payloads = []
         for i, spec, state, placement, label, job in zip(ids, specs, init_states, placements, labels, jobs):
             self.task_labels[i], self.reward_jobs[i] = label, job
-            payloads.append((spec, state, placement, job, i))
-        return self._run(ids, "reset", payloads, self.reset_timeout)
+            payloads.append((spec, state, placement))
+        results = self._run(ids, "reset", payloads, self.reset_timeout, "--reset-timeout")
+        self._load_rewards(ids, results)
+        return results
 
     def step(self, ids: list, actions: np.ndarray) -> list:
         """Step envs `ids` in parallel, one action each; None marks a failed env."""
-        return self._run(ids, "step", list(actions), self.step_timeout)
+        results = self._run(ids, "step", list(actions), self.step_timeout, "--step-timeout")
+        requests = {
+            i: (("call", result["state"], i), f"at step {result['state']['step']} (env {i})")
+            for i, result in zip(ids, results)
+            if result is not None and self.reward_jobs[i] is not None
+        }
+        answers = self._ask_rewards(requests, self.step_timeout)
+        for i, result in zip(ids, results):
+            if i in answers:
+                result["reward"] = answers[i]["reward"]
+        return results
 
     def close(self) -> None:
         for i, worker in enumerate(self.workers):
@@ -476,3 +534,7 @@ class EnvPool:
         for held in self.serial_envs:
             if held.get("env") is not None:
                 held["env"].close()
+        for process in self.reward_processes:
+            if process is not None:
+                process.close()
+        self.reward_processes = [None] * self.num_envs

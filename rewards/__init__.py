@@ -13,30 +13,43 @@ vetted pure functions. Reward files are written by an LLM, so they are treated a
 - Nothing carries over between calls: each call gets its own copies of state and info, and what the file built
   while loading (constants, default arguments, closures) cannot be changed by a call (freeze_load_time_values,
   carried_state), which also stops a memory bomb spread over many calls.
-- Limits per call (`call_reward`): CPU time and address space, for a dedicated process (an env worker or a
-  validation process), never the trainer. See `run_limited` for how a bomb is stopped and how the parent tells
-  that its child died inside reward code.
-- Secrets: `environment_without_secrets` starts such a process with no API keys or tokens in its environment.
+- A process of its own (`RewardProcess`, `reward_process_main`), confined by the kernel as well: reward code runs
+  only in a small process that does nothing but compute, never in an env worker or the trainer. It starts from
+  an environment without secrets (`environment_without_secrets`), then, before any reward code runs, confines
+  itself for good (`confine_reward_process`): an absolute address-space cap, no core dumps, the unprivileged
+  user `nobody` when started as root, and a seccomp filter (libseccomp, through pyseccomp) under which the kernel
+  refuses every file open, socket, exec, new process, ptrace, cross-process memory read and signal to another
+  process. Where the machine lacks a facility, one line says so and the Python guards carry on alone.
+- Limits (`run_limited`, `confine_reward_process`): CPU time per call (or per load), and memory as one absolute
+  cap on the process's address space, set once at start-up; everything the process does on the file's behalf
+  (load-time code, freezing what it built, the call, the checks after it, formatting its error) runs under them.
+  Any death of a reward process is the reward file's fault (`reward_process_died`).
 
-This module imports only the standard library, numpy and RestrictedPython (nothing of ours, no torch, no LIBERO),
-so a reward process starts in about a second.
+This module imports only the standard library, numpy and RestrictedPython (nothing of ours, no torch, no LIBERO;
+pyseccomp only inside a reward process), so a reward process starts in well under a second.
 """
 
 import ast
 import builtins
 import contextlib
+import errno
 import functools
 import hashlib
+import itertools
 import json
 import math
+import multiprocessing.connection
 import numbers
 import operator
 import os
 import pickle
+import reprlib
 import resource
 import signal
+import subprocess
 import sys
 import threading
+import time
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -49,7 +62,7 @@ from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack
 
 REWARDS_DIR = Path(__file__).resolve().parent
 DEFAULT_CPU_SECONDS = 5.0  # --reward-cpu-seconds: a dense reward takes well under a millisecond per call
-DEFAULT_MEMORY_MB = 1024  # --reward-memory-mb: new address space a single call may take
+DEFAULT_MEMORY_MB = 1024  # --reward-memory-mb: address space a reward process may take above its start-up size
 # A loop inside one C call (sum(range(10**15))) never returns to the interpreter, so the clean exception cannot be
 # raised in it; the kernel then kills the process after this much more CPU time (see run_limited).
 CPU_KILL_GRACE_SECONDS = 3.0
@@ -309,25 +322,30 @@ def restricted_globals(frozen: dict) -> dict:
 def freeze_load_time_values(namespace: dict, frozen: dict) -> None:
     """Put in `frozen` every container the file built while loading (module constants, default arguments,
     closure cells), and make its arrays read-only, so that no call can keep anything for the next one: neither
-    a reward that depends on its history nor a memory bomb spread over many calls, each within its limit."""
-    pending = [value for name, value in namespace.items() if not name.startswith("_")]
+    a reward that depends on its history nor a memory bomb spread over many calls, each within its limit.
+    Walks with a stack of iterators: no copy of a big container, no recursion however deep the nesting (it runs
+    under the limits of the load, which stop a [0.5] * 10**8 constant)."""
+    pending = [iter([value for name, value in namespace.items() if not name.startswith("_")])]
     while pending:
-        value = pending.pop()
+        value = next(pending[-1], MISSING)
+        if value is MISSING:
+            pending.pop()
+            continue
         if id(value) in frozen:
             continue
         if isinstance(value, np.ndarray):
             value.flags.writeable = False  # also stops numpy's out= arguments, which no guard sees
-            if value.dtype == object:
-                pending.extend(value.flat)
+            if value.dtype.hasobject:  # also a structured dtype with an object field, seen through np.void items
+                pending.append(iter(value.ravel().tolist()))  # (tolist: a record's fields as a tuple)
+        elif isinstance(value, np.void) and value.dtype.hasobject:  # one record of such an array
+            pending.append(iter(value.tolist()))
         elif isinstance(value, (list, tuple, set, frozenset)):
-            pending.extend(value)
+            pending.append(iter(value))
         elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
+            pending.append(itertools.chain(value.keys(), value.values()))
         elif isinstance(value, types.FunctionType) and value.__globals__ is namespace:
-            pending.extend(value.__defaults__ or ())
-            pending.extend((value.__kwdefaults__ or {}).values())
-            pending.extend(cell.cell_contents for cell in value.__closure__ or () if cell_is_set(cell))
+            cells = [cell.cell_contents for cell in value.__closure__ or () if cell_is_set(cell)]
+            pending.append(iter([*(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values(), *cells]))
         elif hasattr(type(value), "__next__"):
             raise ContractViolation("keeps an iterator built at load time, which would carry state between calls")
         else:
@@ -472,7 +490,7 @@ class RewardFn:
     source: str = ""
     namespace: dict = field(default_factory=dict, repr=False)  # the file's module globals ...
     loaded_names: dict = field(default_factory=dict, repr=False)  # ... as they were once it had loaded
-    loaded_arrays: list = field(default_factory=list, repr=False)  # (array, its bytes) built while loading
+    loaded_arrays: list = field(default_factory=list, repr=False)  # (array, array_digest) built while loading
 
     def __call__(self, state: dict, info: dict):
         return self.fn(state, info)
@@ -484,17 +502,23 @@ def compile_reward_fn(
     *,
     cpu_seconds: Optional[float] = None,
     memory_mb: Optional[float] = None,
-    in_reward=None,
     precheck: bool = True,
 ) -> RewardFn:
     """Check `source`, then run its top level (imports, constants, defaults, decorators) under the guards and,
-    when given, the limits of one call. Run this in the process that will call the reward, not in the trainer.
+    when given, the CPU limit of one call, which also covers freezing what it built and formatting its error.
+    Run this in the process that will call the reward (a reward process), never in the trainer. `memory_mb`
+    names the memory cap in messages; the cap itself is the process's (confine_reward_process).
     `precheck=False` skips the readable AST pre-check (for tests that show the guards hold alone)."""
     code = check_reward_source(source, filename) if precheck else restricted_code(source, filename)
+    work = (code, source, filename, cpu_seconds, memory_mb)
+    return limited(run_top_level, work, cpu_seconds, memory_mb, filename, "while loading the file")
+
+
+def run_top_level(code, source: str, filename: str, cpu_seconds, memory_mb) -> RewardFn:
     frozen = {}
     namespace = restricted_globals(frozen)
     try:
-        run_limited(exec, (code, namespace), cpu_seconds, memory_mb, in_reward)
+        exec(code, namespace)
         freeze_load_time_values(namespace, frozen)
     except (Exception, ContractViolation, CPULimitExceeded) as error:
         reason = describe_failure(error, filename, source, cpu_seconds, memory_mb)
@@ -503,8 +527,7 @@ def compile_reward_fn(
     if not isinstance(fn, types.FunctionType):
         raise RewardFileError(f"{filename}: must define `def compute_reward(state, info) -> float` at top level")
     loaded_names = {name: value for name, value in namespace.items() if not name.startswith("_")}
-    # (an object array's bytes are its elements' addresses: replacing an element changes them too)
-    loaded_arrays = [(value, value.tobytes()) for value in frozen.values() if isinstance(value, np.ndarray)]
+    loaded_arrays = [(value, array_digest(value)) for value in frozen.values() if isinstance(value, np.ndarray)]
     sha256 = hashlib.sha256(source.encode()).hexdigest()
     return RewardFn(fn, filename, sha256, source, namespace, loaded_names, loaded_arrays)
 
@@ -525,20 +548,25 @@ def call_reward(
     env_index: Optional[int] = None,
     cpu_seconds: Optional[float] = DEFAULT_CPU_SECONDS,
     memory_mb: Optional[float] = DEFAULT_MEMORY_MB,
-    in_reward=None,
     where: Optional[str] = None,
 ) -> float:
-    """compute_reward(state, info) under the per-call limits, as a finite float, or one RewardFileError naming
-    the file, the step, the env and the reason (an exception, a contract violation, a limit, a non-finite number
-    or a non-number). Only in a dedicated process (an env worker, a validation process): the limits act on the
-    whole process. The reward gets its own copies of state and info, so it can change neither the caller's data
-    nor what later calls see. `where` replaces "at step N (env i)" in messages (e.g. "on the state of ...").
-    `in_reward`: see run_limited. None for a limit disables it."""
+    """compute_reward(state, info) as a finite float, or one RewardFileError naming the file, the step, the env
+    and the reason (an exception, a contract violation, a limit, a non-finite number or a non-number). The CPU
+    limit of one call (None: none) covers the call and all the work done for it here; only in a dedicated
+    process (a reward process): the limit acts on the whole process. `memory_mb` names the process's memory cap
+    in messages (see compile_reward_fn). The reward gets its own copies of state and info, so it can change
+    neither the caller's data nor what later calls see. `where` replaces "at step N (env i)" in messages (e.g.
+    "on the state of ...")."""
     if where is None:
         where = f"at step {state.get('step', '?')}" + (f" (env {env_index})" if env_index is not None else "")
+    work = (reward_fn, state, info, where, cpu_seconds, memory_mb)
+    return limited(run_call, work, cpu_seconds, memory_mb, reward_fn.path, where)
+
+
+def run_call(reward_fn: RewardFn, state: dict, info: dict, where: str, cpu_seconds, memory_mb) -> float:
     own_state, own_info = fresh_copy(state), fresh_copy(info)
     try:
-        value = run_limited(reward_fn.fn, (own_state, own_info), cpu_seconds, memory_mb, in_reward)
+        value = reward_fn.fn(own_state, own_info)
     except (Exception, ContractViolation, CPULimitExceeded) as error:
         reason = describe_failure(error, reward_fn.path, reward_fn.source, cpu_seconds, memory_mb)
         keys = f"; {describe_state_keys(state)}" if reason.startswith("raised") else ""  # e.g. for a KeyError
@@ -555,13 +583,32 @@ def call_reward(
             f"{reward_fn.path} returned a {type(value).__name__}{shape} {where}; compute_reward must return one "
             "float (e.g. `return float(reward)`)"
         )
-    reward = float(value)
+    try:
+        reward = float(value)
+    except OverflowError:  # return 10**400
+        raise RewardFileError(
+            f"{reward_fn.path} returned a number too large for a float {where}; compute_reward must return a finite "
+            "float"
+        ) from None
     if not math.isfinite(reward):
         raise RewardFileError(
             f"{reward_fn.path} returned {reward} {where}; compute_reward must return a finite float (guard "
             "divisions, logs and square roots, e.g. with max(distance, 1e-6))"
         )
     return reward
+
+
+def limited(function: Callable, args: tuple, cpu_seconds, memory_mb, filename: str, where: str):
+    """function(*args) under the CPU limit; a limit that fires in our own code after the reward code returned
+    (freezing what it built, checking what it kept, formatting its error) is the file's all the same."""
+    try:
+        return run_limited(function, args, cpu_seconds)
+    except CPULimitExceeded:
+        raise RewardFileError(f"{filename} {cpu_limit_reason(cpu_seconds)} {where}") from None
+    except MemoryError:
+        raise RewardFileError(f"{filename} {memory_limit_reason(memory_mb)} {where}") from None
+    except RecursionError:  # e.g. checking a value nested deeper than Python's recursion limit
+        raise RewardFileError(f"{filename} built a value nested too deeply to check {where}") from None
 
 
 def carried_state(reward_fn: RewardFn) -> str:
@@ -573,9 +620,19 @@ def carried_state(reward_fn: RewardFn) -> str:
     rebound = sorted(name for name in names if now.get(name, MISSING) is not reward_fn.loaded_names.get(name, MISSING))
     if rebound:
         return f"changed the module-level name(s) {', '.join(rebound)} (`global`)"
-    if any(array.tobytes() != loaded for array, loaded in reward_fn.loaded_arrays):
+    if any(array_digest(array) != loaded for array, loaded in reward_fn.loaded_arrays):
         return "changed an array built when the file was loaded (e.g. through a numpy out= argument)"
     return ""
+
+
+def array_digest(array: np.ndarray) -> bytes:
+    """A hash of an array's bytes, without a copy where its memory is one block (an object array's bytes are its
+    elements' addresses: replacing an element changes them too)."""
+    try:
+        data = memoryview(array) if array.flags.c_contiguous and not array.dtype.hasobject else array.tobytes()
+        return hashlib.blake2b(data, digest_size=16).digest()
+    except (TypeError, ValueError, BufferError, NotImplementedError):  # dtypes without a buffer format
+        return hashlib.blake2b(array.tobytes(), digest_size=16).digest()
 
 
 MISSING = object()
@@ -597,21 +654,63 @@ def fresh_copy(value):
 
 
 def describe_failure(error: BaseException, filename: str, source: str, cpu_seconds, memory_mb) -> str:
-    """`raised KeyError: 'x' (line 12: bowl = ...)`, or the contract or limit it broke, at the file's own line."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == filename]
+    """`raised KeyError: 'x' (line 12: bowl = ...)`, or the contract or limit it broke, at the file's own line.
+    Bounded in size and time whatever the error holds: frames are matched by name (no source file is read), and
+    the error's text is cut before it is built (error_text)."""
+    lineno = None
+    for frame, line in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == filename:
+            lineno = line
     at = ""
-    if frames:
+    if lineno is not None:
         lines = source.splitlines()
-        lineno = frames[-1].lineno
-        at = f" (line {lineno}: {lines[lineno - 1].strip()})" if 0 < lineno <= len(lines) else f" (line {lineno})"
+        at = f" (line {lineno}: {lines[lineno - 1].strip()[:200]})" if 0 < lineno <= len(lines) else f" (line {lineno})"
     if isinstance(error, ContractViolation):
-        return f"broke the reward-file contract: it {error}{at}"
+        return f"broke the reward-file contract: it {str(error)[:ERROR_TEXT_CHARS]}{at}"
     if isinstance(error, CPULimitExceeded):
-        return f"exceeded its CPU-time limit of {cpu_seconds:g} s per call (--reward-cpu-seconds){at}"
+        return f"{cpu_limit_reason(cpu_seconds)}{at}"
     if isinstance(error, MemoryError) and memory_mb is not None:
-        return f"exceeded its memory limit of {memory_mb:g} MB per call (--reward-memory-mb){at}"
-    text = str(error)
-    return f"raised {type(error).__name__}" + (f": {text[:300]}" if text else "") + at
+        return f"{memory_limit_reason(memory_mb)}{at}"
+    text = error_text(error)
+    return f"raised {type(error).__name__}" + (f": {text}" if text else "") + at
+
+
+ERROR_TEXT_CHARS = 300  # of an exception's text in a message
+
+
+class ShortRepr(reprlib.Repr):
+    """reprlib's repr, which stops early in long and deep containers, also for ints too long to print."""
+
+    def repr_int(self, x, level):
+        if x.bit_length() > 1000:  # str() refuses past 4300 digits, and is slow long before
+            return f"<an int of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+SHORT_REPR = ShortRepr()
+SHORT_REPR.maxstring = SHORT_REPR.maxother = ERROR_TEXT_CHARS
+
+
+def error_text(error: BaseException) -> str:
+    """str(error) on one line, at most ERROR_TEXT_CHARS long, never building a longer text first: a reward file
+    can raise ValueError([s] * 3000) with a 1 MB `s` (a 3 GB str()), or ValueError(10**5000), which str()
+    refuses (the digit limit)."""
+    small = all(
+        arg is None
+        or isinstance(arg, float)
+        or (isinstance(arg, str) and len(arg) <= 10_000)
+        or (isinstance(arg, int) and arg.bit_length() <= 10_000)
+        for arg in error.args
+    )
+    text = None
+    if small:
+        try:
+            text = str(error)
+        except Exception:  # a broken __str__ of some library's exception
+            pass
+    if text is None:
+        text = SHORT_REPR.repr(error.args[0] if len(error.args) == 1 else error.args)
+    return " ".join(text[: ERROR_TEXT_CHARS * 2].split())[:ERROR_TEXT_CHARS]
 
 
 def describe_state_keys(state: dict) -> str:
@@ -619,8 +718,18 @@ def describe_state_keys(state: dict) -> str:
     return f"state keys {sorted(state)}; objects [{objects}]"
 
 
+def cpu_limit_reason(cpu_seconds) -> str:
+    return f"exceeded its CPU-time limit of {cpu_seconds:g} s per call (--reward-cpu-seconds)"
+
+
+def memory_limit_reason(memory_mb) -> str:
+    if memory_mb is None:
+        return "ran out of memory"
+    return f"exceeded its memory limit of {memory_mb:g} MB (--reward-memory-mb)"
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Limits per call
+# Limits
 
 
 def address_space_bytes() -> Optional[int]:
@@ -632,26 +741,21 @@ def address_space_bytes() -> Optional[int]:
         return None
 
 
-def run_limited(
-    function: Callable, args: tuple, cpu_seconds: Optional[float], memory_mb: Optional[float], in_reward=None
-):
-    """function(*args) under a CPU-time and a memory limit, both restored afterwards (None disables a limit).
+def run_limited(function: Callable, args: tuple, cpu_seconds: Optional[float]):
+    """function(*args) under a CPU-time limit, restored afterwards (None: no limit). Memory has no limit here: a
+    reward process caps its whole address space once, at start-up (confine_reward_process), so that the cap holds
+    for everything it does, between calls too.
 
     Only in a dedicated process's main thread: the limits and signal handlers are the whole process's.
-    - CPU: RLIMIT_CPU's soft limit is set to the CPU time used so far plus `cpu_seconds` (rounded up to a whole
-      second, the kernel's unit), and SIGXCPU's handler raises CPULimitExceeded between bytecodes, which stops a
-      pure-Python loop with a clear message while the process lives on (also 10**10**10: CPython checks for
-      signals inside big-int arithmetic). A loop inside one C call that never checks (sum(range(10**15))) gives
-      no handler a chance to run: for that, a CPU-time timer (ITIMER_PROF, with SIGPROF's default action) kills
-      the process CPU_KILL_GRACE_SECONDS of CPU time later. Its exit code is then -SIGPROF, which
-      reward_process_died turns into the message.
-    - Memory: RLIMIT_AS is set to the current address-space size plus `memory_mb`, so an allocation bomb
-      ([0] * 10**10, np.zeros(10**11), 'a' * 10**11) raises MemoryError at once (Linux; elsewhere no limit).
-    - `in_reward`: any object with a writable `.value` shared with the parent, e.g.
-      `multiprocessing.get_context("spawn").Value("b", 0, lock=False)` passed to the child at its start. It is 1
-      while reward code runs, so a parent whose child died, or missed a deadline, knows the reward was the cause.
+    RLIMIT_CPU's soft limit is set to the CPU time used so far plus `cpu_seconds` (rounded up to a whole second,
+    the kernel's unit), and SIGXCPU's handler raises CPULimitExceeded between bytecodes, which stops a pure-Python
+    loop with a clear message while the process lives on (also 10**10**10: CPython checks for signals inside
+    big-int arithmetic). A loop inside one C call that never checks (sum(range(10**15))) gives no handler a
+    chance to run: for that, a CPU-time timer (ITIMER_PROF, with SIGPROF's default action) kills the process
+    CPU_KILL_GRACE_SECONDS of CPU time later. Its exit code is then -SIGPROF, which reward_process_died turns into
+    the message.
     """
-    limits = start_limits(cpu_seconds, memory_mb, in_reward)
+    limits = start_limits(cpu_seconds)
     try:
         result = function(*args)
         limits["armed"] = False
@@ -663,45 +767,34 @@ def run_limited(
     return result
 
 
-def start_limits(cpu_seconds: Optional[float], memory_mb: Optional[float], in_reward) -> dict:
-    limits = {"armed": True, "cpu_seconds": cpu_seconds, "in_reward": in_reward}
-    if cpu_seconds is not None or memory_mb is not None:
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("reward limits need the main thread of a dedicated process (they use signals)")
-        limits["cpu"], limits["as"] = resource.getrlimit(resource.RLIMIT_CPU), resource.getrlimit(resource.RLIMIT_AS)
-    if cpu_seconds is not None:
+def start_limits(cpu_seconds: Optional[float]) -> dict:
+    limits = {"armed": True, "cpu_seconds": cpu_seconds}
+    if cpu_seconds is None:
+        return limits
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("reward limits need the main thread of a dedicated process (they use signals)")
 
-        def on_cpu_limit(signum, frame):
-            if limits["armed"]:
-                raise CPULimitExceeded()
+    def on_cpu_limit(signum, frame):
+        if limits["armed"]:
+            raise CPULimitExceeded()
 
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        soft = math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds)
-        limits["xcpu_handler"] = signal.signal(signal.SIGXCPU, on_cpu_limit)
-        resource.setrlimit(resource.RLIMIT_CPU, (lower_limit(soft, limits["cpu"]), limits["cpu"][1]))
-        limits["prof_handler"] = signal.signal(signal.SIGPROF, signal.SIG_DFL)
-        limits["prof_timer"] = signal.setitimer(signal.ITIMER_PROF, cpu_seconds + CPU_KILL_GRACE_SECONDS)
-    current = address_space_bytes() if memory_mb is not None else None
-    if current is not None:
-        soft = current + int(memory_mb * 2**20)
-        with contextlib.suppress(ValueError, OSError):  # a platform without RLIMIT_AS: no memory limit
-            resource.setrlimit(resource.RLIMIT_AS, (lower_limit(soft, limits["as"]), limits["as"][1]))
-    if in_reward is not None:
-        in_reward.value = 1
+    limits["cpu"] = resource.getrlimit(resource.RLIMIT_CPU)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds)
+    limits["xcpu_handler"] = signal.signal(signal.SIGXCPU, on_cpu_limit)
+    resource.setrlimit(resource.RLIMIT_CPU, (lower_limit(soft, limits["cpu"]), limits["cpu"][1]))
+    limits["prof_handler"] = signal.signal(signal.SIGPROF, signal.SIG_DFL)
+    limits["prof_timer"] = signal.setitimer(signal.ITIMER_PROF, cpu_seconds + CPU_KILL_GRACE_SECONDS)
     return limits
 
 
 def stop_limits(limits: dict) -> None:
     limits["armed"] = False
-    if "as" in limits:
-        resource.setrlimit(resource.RLIMIT_AS, limits["as"])  # first: restoring the rest may allocate
     if limits["cpu_seconds"] is not None:
         signal.setitimer(signal.ITIMER_PROF, *limits["prof_timer"])
         signal.signal(signal.SIGPROF, limits["prof_handler"])
         resource.setrlimit(resource.RLIMIT_CPU, limits["cpu"])
         signal.signal(signal.SIGXCPU, limits["xcpu_handler"])
-    if limits["in_reward"] is not None:
-        limits["in_reward"].value = 0
 
 
 def lower_limit(wanted: int, old: tuple) -> int:
@@ -712,6 +805,9 @@ def lower_limit(wanted: int, old: tuple) -> int:
     return wanted
 
 
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
+
+
 def reward_process_died(
     path: str,
     exitcode: Optional[int],
@@ -720,8 +816,9 @@ def reward_process_died(
     cpu_seconds: Optional[float] = DEFAULT_CPU_SECONDS,
     memory_mb: Optional[float] = DEFAULT_MEMORY_MB,
 ) -> RewardFileError:
-    """The one-line error for a child that died (or missed the caller's deadline, exitcode None) while its
-    `in_reward` flag was set: the reward file, not the simulator, is at fault."""
+    """The one-line error for a reward process that died (or missed the caller's deadline, exitcode None). A
+    reward process runs nothing but the file's code and the work done for it, so whatever the way it died, the
+    reward file, not the simulator, is at fault."""
     if exitcode == -signal.SIGPROF:
         reason = (
             f"was killed after {cpu_seconds + CPU_KILL_GRACE_SECONDS:g} s of CPU time inside one C-level call that "
@@ -732,10 +829,389 @@ def reward_process_died(
         reason = "was killed by the process's own CPU-time limit (ulimit -t)"
     elif exitcode is None:
         reason = "did not return before the caller's deadline"
+    elif -exitcode in CRASH_SIGNALS:
+        reason = (
+            f"crashed its reward process ({signal.Signals(-exitcode).name}), e.g. by a C-stack overflow from a value "
+            "nested very deeply (a long chain of map, slice, enumerate or generator objects, an array that holds "
+            "itself)"
+        )
+    elif exitcode == -signal.SIGKILL:
+        reason = "was running when its process was killed (SIGKILL: the kernel's out-of-memory killer, or by hand)"
+    elif exitcode < 0:
+        reason = f"was running when its process was killed by {signal.Signals(-exitcode).name}"
     else:
         reason = f"was running when its process died (exit code {exitcode})"
-    limits = f"; limits per call: {cpu_seconds:g} CPU seconds, {memory_mb:g} MB" if exitcode != -signal.SIGPROF else ""
+    limits = ""
+    if exitcode != -signal.SIGPROF and cpu_seconds is not None and memory_mb is not None:
+        limits = f"; limits: {cpu_seconds:g} CPU seconds per call, {memory_mb:g} MB"
     return RewardFileError(f"{path} {reason}{(' ' + where) if where else ''}{limits}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The reward process: confined by the kernel, for good, before any reward code runs
+
+NOBODY_UID = 65534  # the user a reward process started as root switches to, where no user "nobody" is listed
+# The kernel answers these system calls with EPERM in a reward process: everything beyond computing on what it
+# already holds and talking to its parent over the two pipes it was started with. Python and numpy need none
+# of them once started (warm_up loads what they would load lazily).
+DENIED_SYSCALLS = """
+    open openat openat2 creat open_by_handle_at name_to_handle_at open_tree fsopen fsmount fspick move_mount mount
+    mount_setattr umount2 pivot_root chroot unlink unlinkat rename renameat renameat2 link linkat symlink symlinkat
+    mkdir mkdirat rmdir mknod mknodat truncate chmod fchmodat chown lchown fchownat utime utimes utimensat futimesat
+    setxattr lsetxattr removexattr lremovexattr readlink readlinkat inotify_init inotify_init1 inotify_add_watch
+    fanotify_init fanotify_mark
+    socket socketpair connect bind listen accept accept4 sendto sendmsg sendmmsg recvfrom recvmsg recvmmsg
+    execve execveat fork vfork clone ptrace process_vm_readv process_vm_writev pidfd_open pidfd_getfd
+    pidfd_send_signal kcmp process_madvise process_mrelease setpriority sched_setscheduler sched_setparam
+    sched_setattr ioprio_set migrate_pages move_pages unshare setns
+    shmget shmat shmctl msgget msgsnd msgrcv msgctl semget semop semtimedop semctl mq_open mq_unlink
+    mq_timedsend mq_timedreceive mq_notify mq_getsetattr
+    ioctl keyctl add_key request_key bpf perf_event_open userfaultfd io_uring_setup io_uring_enter
+    io_uring_register
+    setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups capset
+    init_module finit_module delete_module kexec_load kexec_file_load reboot swapon swapoff acct quotactl
+    quotactl_fd syslog settimeofday clock_settime clock_adjtime adjtimex sethostname setdomainname iopl ioperm
+    uselib
+""".split()  # ioctl: e.g. TIOCSTI, which types into the terminal that stderr may be
+# Signals: to itself only (argument 0 is its own pid; glibc's raise() and abort() send that way).
+SELF_ONLY_SYSCALLS = "kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo".split()
+# Code that a reward process runs once before it confines itself, so that everything Python and numpy load on
+# first use (modules, LAPACK, the limits' signal handlers, error formatting) is loaded while files can be opened.
+WARM_UP_SOURCE = """
+import math
+import numpy as np
+import numpy.linalg as la
+from numpy.linalg import norm
+
+TABLE = np.linspace(0.0, 1.0, 5)
+
+
+def compute_reward(state, info):
+    pos = np.asarray(state["eef_pos"], dtype=np.float64)
+    values, vectors = la.eigh(np.eye(3))
+    m = np.eye(2) + 0.5
+    terms = [norm(pos), float(la.svd(m)[1].sum()), la.det(m), float(la.inv(m).sum()), float(la.pinv(m).sum()),
+             float(la.solve(m, np.ones(2)).sum()), float(la.matrix_rank(m)), float(la.eig(m)[0].real.sum()),
+             float(np.interp(0.5, TABLE, TABLE)), float(np.median(pos)), float(np.std(pos)), float(np.var(pos)),
+             float(np.clip(pos, 0.0, 1.0).mean()), float(np.cross(pos, pos).sum()), float(np.einsum("i,i", pos, pos)),
+             float(np.sort(pos)[0]), float(np.argmax(pos)), float(np.where(pos > 0, 1.0, 0.0).sum()), math.exp(-1.0),
+             float(np.round(pos, 2).sum()), float(np.cumsum(pos)[-1]), float(np.prod(pos)), float(vectors.sum()),
+             float(np.maximum.reduce([1.0, 2.0])), float(np.hypot(3.0, 4.0)), float(np.arctan2(1.0, 1.0))]
+    text = f"{pos} {values!r} {np.float32(1.5)} {pos[0]:.3f} {state['step']:03d} {TABLE.dtype}"
+    return float(sum(terms)) + len(text) + len(str(pos.tolist()))
+"""
+WARM_UP_FAILURES = [
+    "state['missing']",
+    "np.ones(2) + np.ones(3)",
+    "1 / 0",
+    "[][1]",
+    "np.linalg.inv(np.zeros((2, 2)))",
+    "np.ones(2)['x']",
+    "int('x')",
+    "np.zeros(2)[5]",
+    "state.no_such_method",
+]
+
+
+def import_pyseccomp():
+    """The pyseccomp module, or why it cannot serve (one phrase for the gaps line)."""
+    try:
+        import pyseccomp
+    except ImportError:
+        return "seccomp (the Python package pyseccomp is not installed: pip install -r requirements.txt)"
+    except (RuntimeError, OSError):  # "Unable to find libseccomp"
+        return "seccomp (libseccomp is not installed: apt-get install libseccomp2)"
+    return pyseccomp
+
+
+def warm_up() -> None:
+    state = {"step": 1, "eef_pos": np.array([0.1, 0.2, 1.1]), "objects": {}}
+    reward_fn = compile_reward_fn(WARM_UP_SOURCE, "<warm-up>", cpu_seconds=60.0, memory_mb=DEFAULT_MEMORY_MB)
+    call_reward(reward_fn, state, {}, cpu_seconds=60.0, memory_mb=DEFAULT_MEMORY_MB)
+    for body in WARM_UP_FAILURES:
+        source = f"import numpy as np\ndef compute_reward(state, info):\n    return {body}\n"
+        with contextlib.suppress(RewardFileError):
+            call_reward(compile_reward_fn(source, "<warm-up>"), state, {}, cpu_seconds=None, memory_mb=None)
+
+
+def confine_reward_process(memory_mb: Optional[float]) -> list:
+    """Confine this process for good, before it runs any reward code, and return what this machine lacks for it
+    (phrases for one warning line; [] when everything holds). In order:
+    - warm up (see WARM_UP_SOURCE), while files can still be opened;
+    - no core dumps (a crash must not write GBs to disk);
+    - an absolute cap on the address space (RLIMIT_AS, soft and hard): its size now plus `memory_mb`, for the rest
+      of its life, so that nothing it does (load-time code, calls, what the checks after a call or the formatting
+      of an error allocate, anything kept between calls) can take more; None: no cap;
+    - started as root: switch to the unprivileged user nobody (no capabilities; the kernel then refuses it other
+      users' processes, their /proc/<pid>/environ and memory, and raising the cap);
+    - a seccomp filter (libseccomp, through pyseccomp; it also sets PR_SET_NO_NEW_PRIVS) for this and every
+      thread: the kernel refuses DENIED_SYSCALLS (files, sockets, exec, new processes, ptrace, other processes'
+      memory, IPC, ioctl) and signals to other processes with EPERM.
+    """
+    seccomp = import_pyseccomp()  # before the cap: loading libseccomp maps memory
+    warm_up()
+    gaps = []
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    current = address_space_bytes()
+    if memory_mb is not None and current is not None:
+        old = resource.getrlimit(resource.RLIMIT_AS)
+        cap = lower_limit(current + int(memory_mb * 2**20), old)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    elif memory_mb is not None:
+        gaps.append("a memory cap (no /proc/self/statm to measure the address space)")
+    if os.geteuid() == 0:
+        gaps += drop_root()
+    return gaps + load_seccomp_filter(seccomp)
+
+
+def drop_root() -> list:
+    try:
+        import pwd
+
+        entry = pwd.getpwnam("nobody")
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        uid = gid = NOBODY_UID
+    try:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as error:
+        return [f"an unprivileged user (switching from root to nobody failed: {error.strerror})"]
+    return []
+
+
+def load_seccomp_filter(seccomp) -> list:
+    if isinstance(seccomp, str):
+        return [seccomp]
+    deny = seccomp.ERRNO(errno.EPERM)
+    rules = seccomp.SyscallFilter(seccomp.ALLOW)
+    with contextlib.suppress(OSError):
+        rules.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # every thread (numpy's BLAS may have started some)
+    pid = os.getpid()
+    for name in DENIED_SYSCALLS:
+        add_seccomp_rule(rules, deny, name)
+    add_seccomp_rule(rules, seccomp.ERRNO(errno.ENOSYS), "clone3")  # as a kernel without it: glibc falls back to clone
+    for name in SELF_ONLY_SYSCALLS:
+        add_seccomp_rule(rules, deny, name, seccomp.Arg(0, seccomp.NE, pid))
+    add_seccomp_rule(rules, deny, "prlimit64", seccomp.Arg(0, seccomp.NE, 0))  # its own limits only (pid 0)
+    try:
+        rules.load()
+    except OSError as error:
+        return [f"seccomp (the kernel refused the filter: {error.strerror})"]
+    return []
+
+
+def add_seccomp_rule(rules, action: int, name: str, *conditions) -> None:
+    try:
+        rules.add_rule(action, name, *conditions)
+    except OSError:  # a system call that this libseccomp, or this architecture, does not know
+        pass
+
+
+def gaps_line(gaps: list) -> str:
+    return (
+        f"[rewards] warning: reward processes run without {'; '.join(gaps)}; reward code keeps the Python guards "
+        "and its CPU and memory limits"
+    )
+
+
+REPORTED_GAPS = set()  # lines already printed by this (parent) process: one per kind of gap, not per process
+
+
+def report_gaps(gaps: list) -> None:
+    line = gaps_line(gaps) if gaps else ""
+    if line and line not in REPORTED_GAPS:
+        REPORTED_GAPS.add(line)
+        print(line, file=sys.stderr)
+
+
+def reward_process_main() -> None:
+    """Main of a reward process: `python -c "import rewards; rewards.reward_process_main()" CPU_SECONDS MEMORY_MB`
+    (each a number or "none"), started by RewardProcess with an environment without secrets.
+
+    Confines itself (confine_reward_process), says so ({"ready": true, "gaps": [...]}), then serves requests from
+    stdin until it closes: pickles from the trusted parent, each answered on stdout by one JSON message, never a
+    pickle, so that nothing this process writes can run code in its parent:
+    ("load", path, source, info, precheck) -> {"ok": true}; ("call", state, env_index) -> {"reward": float};
+    either -> {"error": "<one line naming the file>"}.
+    """
+    ignore_stop_signals()  # a Ctrl-C or SIGTERM to the process group is for the parent, which closes us
+    cpu_seconds, memory_mb = (None if arg == "none" else float(arg) for arg in sys.argv[1:3])
+    replies = multiprocessing.connection.Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # whatever C code prints goes to stderr, never into the replies
+    requests = multiprocessing.connection.Connection(0, writable=False)
+    gaps = confine_reward_process(memory_mb)
+    replies.send_bytes(json.dumps({"ready": True, "gaps": gaps}).encode())
+    held = {}
+    while True:
+        try:
+            request = pickle.loads(requests.recv_bytes())
+        except EOFError:
+            os._exit(0)  # closed by the parent; no teardown, which could trip over what a file built
+        answer = serve_request(held, request, cpu_seconds, memory_mb)
+        replies.send_bytes(json.dumps(answer).encode())
+
+
+def serve_request(held: dict, request: tuple, cpu_seconds, memory_mb) -> dict:
+    """One request of reward_process_main. `held`: the loaded file, kept while the same file is loaded again."""
+    path = held.get("path", "the reward file")
+    try:
+        if request[0] == "load":
+            _, path, source, info, precheck = request
+            if held.get("source") != (path, source):
+                held.clear()  # the previous file's objects go first
+                limits = dict(cpu_seconds=cpu_seconds, memory_mb=memory_mb, precheck=precheck)
+                held["reward_fn"] = compile_reward_fn(source, path, **limits)
+                held["path"], held["source"] = path, (path, source)
+            held["info"] = info
+            return {"ok": True}
+        _, state, env_index = request
+        if "reward_fn" not in held:
+            return {"error": f"{path}: no reward file is loaded (its load failed)"}
+        limits = dict(cpu_seconds=cpu_seconds, memory_mb=memory_mb)
+        return {"reward": call_reward(held["reward_fn"], state, held["info"], env_index=env_index, **limits)}
+    except RewardFileError as error:
+        return {"error": str(error)}
+    except MemoryError:  # in our own code (the request, the copies), with the cap nearly used up by the file
+        return {"error": f"{path} {memory_limit_reason(memory_mb)}"}
+
+
+def is_text(value) -> bool:
+    return type(value) is str
+
+
+REPLY_MAX_BYTES = 2**16  # a reply is a float or a line of text: anything longer is a process gone wrong
+ERROR_LINE_CHARS = 2000  # an error line from a reward process is cut to this length
+
+
+def reward_process_environment(extra_secret_names: Iterable[str] = ()) -> dict:
+    """The environment a reward process starts with: no secrets, this repository importable, BLAS on one thread
+    (no thread pool to start; the seccomp filter refuses new threads anyway)."""
+    environment = environ_without_secrets(extra_secret_names)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REWARDS_DIR.parent), environment.get("PYTHONPATH")]))
+    environment.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    return environment
+
+
+class RewardProcess:
+    """The parent's end of one reward process (reward_process_main): load a file into it, then call it per step.
+
+    Requests go out as pickles; answers come back as JSON of at most REPLY_MAX_BYTES, so nothing the process writes
+    can run code here. Every way it can fail (an error in the file, a limit, a crash, a missed deadline, garbage
+    instead of an answer) is a RewardFileError of one line naming the file. `send` and `receive` are apart so that
+    a pool keeps several processes busy at once; `load` and `call` do both.
+    """
+
+    def __init__(self, cpu_seconds=DEFAULT_CPU_SECONDS, memory_mb=DEFAULT_MEMORY_MB, extra_secret_names=()):
+        self.cpu_seconds, self.memory_mb = cpu_seconds, memory_mb
+        self.path, self.where, self.ready = "the reward file", "", False
+        limit = lambda value: "none" if value is None else repr(float(value))  # noqa: E731
+        command = [sys.executable, "-c", "import rewards; rewards.reward_process_main()"]
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        try:
+            with stop_signals_blocked():
+                self.process = subprocess.Popen(
+                    command + [limit(cpu_seconds), limit(memory_mb)],
+                    stdin=request_read,
+                    stdout=reply_write,
+                    env=reward_process_environment(extra_secret_names),
+                )
+        finally:
+            os.close(request_read)
+            os.close(reply_write)
+        self.requests = multiprocessing.connection.Connection(request_write, readable=False)
+        self.replies = multiprocessing.connection.Connection(reply_read, writable=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def load(self, path: str, source: str, info: dict, timeout: float = 60.0, precheck: bool = True) -> None:
+        self.send(("load", path, source, info, precheck), where="while loading the file")
+        self.receive(timeout)
+
+    def call(self, state: dict, env_index: Optional[int] = None, timeout: float = 60.0) -> float:
+        where = f"at step {state.get('step', '?')}" + (f" (env {env_index})" if env_index is not None else "")
+        self.send(("call", state, env_index), where=where)
+        return self.receive(timeout)["reward"]
+
+    def send(self, request: tuple, where: str = "") -> None:
+        """Send one request (see reward_process_main); `where` ("at step 7 (env 2)") is for messages."""
+        if request[0] == "load":
+            self.path = request[1]
+        self.where = where
+        try:
+            self.requests.send_bytes(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # BrokenPipeError: it died, which receive reports
+            pass
+
+    def receive(self, timeout: float) -> dict:
+        """The answer to the last request ({"ok": True} or {"reward": float}), or a RewardFileError."""
+        deadline = time.monotonic() + timeout
+        try:
+            if not self.ready:  # its first message says it is confined, and what the machine lacked for it
+                hello = self.read_answer(deadline)
+                gaps = hello.get("gaps")
+                if hello.get("ready") is not True or not isinstance(gaps, list) or not all(map(is_text, gaps)):
+                    raise self.failure(garbage=True)
+                self.ready = True
+                report_gaps([gap[:300] for gap in gaps])
+            answer = self.read_answer(deadline)
+        except BaseException:
+            self.kill()  # whatever stopped us mid-answer, its next answer would belong to this request
+            raise
+        if "error" in answer and isinstance(answer["error"], str):
+            raise RewardFileError(" ".join(answer["error"][:ERROR_LINE_CHARS].split()))
+        reward = answer.get("reward")
+        if answer == {"ok": True} or (type(reward) is float and math.isfinite(reward) and len(answer) == 1):
+            return answer
+        self.kill()
+        raise self.failure(garbage=True)
+
+    def read_answer(self, deadline: float) -> dict:
+        if not self.replies.poll(max(0.0, deadline - time.monotonic())):
+            raise self.failure(exitcode=None)
+        try:
+            answer = json.loads(self.replies.recv_bytes(REPLY_MAX_BYTES))
+        except (EOFError, OSError):  # it died (or wrote more than an answer may hold)
+            raise self.failure(exitcode=self.wait_for_exit())
+        except ValueError:
+            raise self.failure(garbage=True)
+        if not isinstance(answer, dict):
+            raise self.failure(garbage=True)
+        return answer
+
+    def wait_for_exit(self) -> Optional[int]:
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def failure(self, exitcode: Optional[int] = None, garbage: bool = False) -> RewardFileError:
+        self.kill()
+        if garbage:
+            return RewardFileError(f"{self.path}: its reward process answered garbage {self.where}".rstrip())
+        limits = dict(cpu_seconds=self.cpu_seconds, memory_mb=self.memory_mb)
+        return reward_process_died(self.path, exitcode, where=self.where, **limits)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+
+    def close(self) -> None:
+        """End it: it exits when its stdin closes; killed if it does not within a second (a C-level loop)."""
+        self.requests.close()
+        try:
+            self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.replies.close()
 
 
 def validation_main() -> None:
@@ -743,13 +1219,17 @@ def validation_main() -> None:
     with an environment from environ_without_secrets.
 
     Reads one pickled job from stdin (written by the trusted parent): source, filename, states, infos, labels,
-    cpu_seconds, memory_mb. Compiles the file and calls compute_reward on every state twice, each load and call
+    cpu_seconds, memory_mb. Confines itself as a reward process does (confine_reward_process; a missing facility
+    is one line on stderr), compiles the file and calls compute_reward on every state twice, each load and call
     confined and limited, and writes one JSON object to stdout (JSON, so that nothing this process writes can run
     code in the parent): {"status": "ok", "rounds": [[floats], [floats]]} or {"status": "error", "message": line}.
-    If it dies instead (a C-level CPU bomb), its exit code says how: see reward_process_died.
+    If it dies instead (a C-level CPU bomb, a crash), its exit code says how: see reward_process_died.
     """
     job = pickle.load(sys.stdin.buffer)
     limits = dict(cpu_seconds=job["cpu_seconds"], memory_mb=job["memory_mb"])
+    gaps = confine_reward_process(job["memory_mb"])
+    if gaps:
+        print(gaps_line(gaps), file=sys.stderr)
     try:
         reward_fn = compile_reward_fn(job["source"], job["filename"], **limits)
         rounds = [
@@ -762,6 +1242,8 @@ def validation_main() -> None:
         answer = {"status": "ok", "rounds": rounds}
     except RewardFileError as error:
         answer = {"status": "error", "message": str(error)}
+    except MemoryError:
+        answer = {"status": "error", "message": f"{job['filename']} {memory_limit_reason(job['memory_mb'])}"}
     sys.stdout.write(json.dumps(answer))
     sys.stdout.flush()
 
@@ -804,6 +1286,31 @@ def environment_without_secrets(extra_secret_names: Iterable[str] = (), **overri
         for name, value in saved.items():
             if os.environ.get(name) != value:
                 os.environ[name] = value
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Start a child process with subprocess inside: it inherits the block (this thread's signal mask survives
+    fork and exec), so that a Ctrl-C or SIGTERM to the whole process group, as a terminal or a scheduler sends
+    it, waits until the child calls ignore_stop_signals, instead of killing it or making it print a traceback of
+    its imports. Nothing is lost here: the other threads of this process still take these signals, and this one
+    takes them when the block ends. (multiprocessing's spawn clears the mask in its children.)"""
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore Ctrl-C and SIGTERM in a child whose parent stops and closes it, and lift a block inherited from
+    stop_signals_blocked (what arrived meanwhile is dropped)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 # ----------------------------------------------------------------------------------------------------------

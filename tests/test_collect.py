@@ -118,6 +118,78 @@ def test_a_broken_reward_stops_the_collection_naming_file_step_and_env(tiny_poli
         collect(tiny_policy, pool, broken, 3)
 
 
+DEEP_CHAIN = """
+def compute_reward(state, info):
+    chain = 0
+    for _ in range(1_000_000):
+        chain = slice(chain)
+    state["kept"] = chain
+    return 0.0
+"""
+
+
+def test_a_reward_that_crashes_its_process_stops_the_collection_not_a_worker(tiny_policy, pool, tmp_path):
+    # A C-stack overflow once compute_reward has returned (the chain is freed with the call's copy of the state):
+    # the reward process dies, and that is the file's fault, whatever it was doing then; no worker is restarted.
+    path = tmp_path / "deep_chain.py"
+    path.write_text(DEEP_CHAIN)
+    crashing = rollout.read_reward_file(SUITE, "put_the_bowl_on_the_plate", str(path))
+    restarts, pids = pool.restarts, [worker.pid for worker in pool.workers]
+    with pytest.raises(rewards.RewardFileError) as error:
+        collect(tiny_policy, pool, crashing, 3)
+    message = str(error.value)
+    assert message.startswith(f"{path} crashed its reward process (SIGSEGV)") and "at step 1 (env 0)" in message
+    assert pool.restarts == restarts and [worker.pid for worker in pool.workers] == pids
+
+
+class PolicyThatSendsSigterm(openvla_policy.VLAPolicy):
+    """The real policy; at its 2nd call it first sends SIGTERM to every worker and reward process of the pool,
+    as a scheduler that signals the whole process group would."""
+
+    def __init__(self, policy, pool):
+        super().__init__(policy.model, policy.processor, policy.action_stats, policy.device)
+        self.pool, self.calls, self.signalled = pool, 0, []
+
+    def act(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 2:
+            self.signalled = [w.pid for w in self.pool.workers] + [p.pid for p in self.pool.reward_processes]
+            for pid in self.signalled:
+                os.kill(pid, signal.SIGTERM)
+        return super().act(*args, **kwargs)
+
+
+def test_workers_and_reward_processes_leave_sigterm_to_the_main_process(tiny_policy, pool, eef_height):
+    signaller = PolicyThatSendsSigterm(tiny_policy, pool)
+    group = collect(signaller, pool, eef_height, 3)
+    assert not group.failed.any() and list(group.lengths) == [3, 3] and len(signaller.signalled) == 4
+    assert [w.pid for w in pool.workers] + [p.pid for p in pool.reward_processes] == signaller.signalled
+
+
+def test_an_env_that_fails_again_and_again_on_a_task_stops_the_run_with_one_line(tmp_path, capfd):
+    log = tmp_path / "workers.log"
+    serial = libero_envs.EnvPool(1, parallel=False, max_failures=2, log_path=str(log))  # no worker to start
+    broken = libero_envs.EnvSpec("/nonexistent/broken.bddl", horizon=30)
+    try:
+        assert serial.reset([0], broken, np.zeros(10), task_label="first") == [None]
+        assert serial.reset([0], broken, np.zeros(10), task_label="second") == [None]  # another task: 1 in a row
+        with pytest.raises(libero_envs.WorkerKeepsFailing) as stop:
+            serial.reset([0], broken, np.zeros(10), task_label="second")
+    finally:
+        serial.close()
+    why = "AssertionError: [error] /nonexistent/broken.bddl does not exist!"
+    assert str(stop.value) == (
+        f"env 0 failed 2 times in a row on task 'second' (the last time: {why} (traceback in {log})); a fresh "
+        "worker does not help, so the run stops: look at the task's files and the simulator"
+    )
+    assert isinstance(stop.value, libero_envs.UsageError)  # the scripts print it as one line and stop
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    warnings = [line for line in err.splitlines() if line.startswith("[rollout] warning: env 0 failed")]
+    assert len(warnings) == 3 and all(f"{why} (traceback in {log})" in line for line in warnings), err
+    assert log.read_text().count("Traceback (most recent call last)") == 3
+
+
 def test_cli_end_to_end_writes_the_group_and_videos(tiny_cache, tmp_path):
     command = [sys.executable, "rollout.py", "--suite", SUITE, "--task-ids", str(TASK_ID), "--num-envs", "2"]
     command += ["--max-steps", "4", "--model", "tiny", "--video", "all", "--camera-size", "128"]

@@ -158,6 +158,12 @@ def test_a_hung_worker_times_out_and_is_replaced(capfd):
         assert "no reply within 5 s" in capfd.readouterr().err
         assert pool.workers[0].pid != hung_pid and pool.restarts == 1
         assert all(r is not None for r in pool.reset([0, 1], spec(), init_state))
+        # A reset that hangs names its own knob.
+        pool.reset_timeout = 3.0
+        os.kill(pool.workers[1].pid, signal.SIGSTOP)
+        assert pool.reset([1], spec(), init_state) == [None]
+        assert "no reply within 3 s (hung worker; raise --reset-timeout if slow)" in capfd.readouterr().err
+        assert pool.restarts == 2
     finally:
         pool.close()
 

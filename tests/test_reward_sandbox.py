@@ -1,10 +1,11 @@
 """Reward code runs confined: hostile reward files of our own (tests/data/hostile/: escapes, load-time attacks, CPU
-and memory bombs) run in a child process started as an env worker is (limits per call, no secrets in its
-environment), with and without the AST pre-check, since the run-time guards must hold alone. That every shipped
-reward file passes under the same confinement is tests/test_rewards.py's `gen_reward.py --check --suite all`."""
+and memory bombs) run in a real reward process (rewards.RewardProcess, as an EnvPool starts one: kernel-confined,
+CPU and memory limits, no secrets in its environment), with and without the AST pre-check, since the run-time
+guards must hold alone. Then what the kernel refuses to code that got past the guards, and the leaks of issue 21,
+each from its description. That every shipped reward file passes under the same confinement is
+tests/test_rewards.py's `gen_reward.py --check --suite all`."""
 
 import json
-import multiprocessing as mp
 import os
 import pickle
 import resource
@@ -60,83 +61,35 @@ def info_with_marker(marker: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The reward process of these tests, as an env worker runs rewards
-
-
-def reward_child(conn, in_reward) -> None:
-    """Serve jobs (source, precheck, info, cpu_seconds, memory_mb) until None; one reply per job."""
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        source, filename, precheck, info, cpu_seconds, memory_mb = job
-        start = time.process_time()
-        try:
-            limits = dict(cpu_seconds=cpu_seconds, memory_mb=memory_mb, in_reward=in_reward)
-            reward_fn = rewards.compile_reward_fn(source, filename, precheck=precheck, **limits)
-            reply = ("ok", rewards.call_reward(reward_fn, STATE, info, env_index=3, **limits))
-        except rewards.RewardFileError as error:
-            reply = ("error", str(error))
-        cpu = time.process_time() - start
-        after = np.empty(2**28)  # 2 GB of address space: the memory limit ended with the call
-        secrets = sorted(name for name in os.environ if rewards.is_secret_name(name))
-        conn.send(
-            {
-                "status": reply[0],
-                "value": reply[1],
-                "cpu": cpu,
-                "allocated_after": after.nbytes,
-                "secrets": secrets,
-                "pid": os.getpid(),
-            }
-        )
+# The reward process of these tests: a real one, as an EnvPool starts it
 
 
 def start_child(child: dict) -> None:
-    context = mp.get_context("spawn")
-    child["in_reward"] = context.Value("b", 0, lock=False)
-    child["conn"], child_conn = context.Pipe()
-    process = context.Process(target=reward_child, args=(child_conn, child["in_reward"]), daemon=True)
-    with rewards.environment_without_secrets():
-        process.start()
-    child_conn.close()
-    child["process"] = process
+    child["process"] = rewards.RewardProcess(CPU_SECONDS, MEMORY_MB)
 
 
-def run_in_child(child: dict, path: Path, info: dict, precheck: bool = True, deadline: float = 60.0) -> dict:
-    """The child's reply to one job; if the child dies (or misses `deadline`) it is replaced, and the reply says
-    how it died, as a parent of an env worker would report it."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_before_job = process_cpu_seconds(child["process"].pid)
-    start = time.perf_counter()
-    child["conn"].send((path.read_text(), str(path), precheck, info, CPU_SECONDS, MEMORY_MB))
-    try:
-        if child["conn"].poll(deadline):
-            reply = child["conn"].recv()
-            reply["wall"] = time.perf_counter() - start
-            return reply
-    except (EOFError, ConnectionResetError):
-        pass
+def run_in_child(child: dict, path: Path, info: dict, precheck: bool = True, timeout: float = 60.0) -> dict:
+    """Load the file into the reward process and call it on STATE as env 3: its reward or its one-line error, the
+    wall and CPU seconds it took. A process that died (or missed the deadline) is replaced, as a pool would."""
     process = child["process"]
-    if process.is_alive():
-        process.kill()
-    process.join(timeout=10)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    died_in_reward = bool(child["in_reward"].value)
-    error = rewards.reward_process_died(
-        str(path), process.exitcode, where="at step 7 (env 3)", cpu_seconds=CPU_SECONDS, memory_mb=MEMORY_MB
-    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before_job = process_cpu_seconds(process.pid)
+    start = time.perf_counter()
+    try:
+        process.load(str(path), path.read_text(), info, timeout=timeout, precheck=precheck)
+        reply = {"status": "ok", "value": process.call(STATE, env_index=3, timeout=timeout)}
+    except rewards.RewardFileError as error:
+        reply = {"status": "error", "value": str(error)}
+    reply["wall"] = time.perf_counter() - start
+    if process.alive():
+        reply["cpu"] = process_cpu_seconds(process.pid) - cpu_before_job
+        return reply
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # it was reaped: its CPU time is counted there
+    reply["cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime - cpu_before_job
+    reply["status"], reply["exitcode"] = "died", process.process.returncode
+    process.close()
     start_child(child)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime - cpu_before_job  # this job's share
-    return {
-        "status": "died",
-        "value": str(error),
-        "exitcode": process.exitcode,
-        "in_reward": died_in_reward,
-        "wall": wall,
-        "cpu": cpu,
-    }
+    return reply
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -153,8 +106,7 @@ def child():
     child = {}
     start_child(child)
     yield child
-    child["conn"].send(None)
-    child["process"].join(timeout=10)
+    child["process"].close()
     if previous is None:
         del os.environ[SECRET_NAME]
     else:
@@ -189,7 +141,7 @@ def test_escape_attempts_are_refused_with_a_clear_line(child, tmp_path, path, pr
         assert message.endswith("while loading the file"), message
     assert SECRET not in message
     assert not marker.exists() and not (Path.cwd() / LOAD_TIME_MARKER).exists()
-    assert reply["secrets"] == [] and reply["allocated_after"] == 2**31  # the child lives on, limits restored
+    assert child["process"].alive()  # it lives on, for the next file
 
 
 CPU_BOMBS = [path for path in HOSTILE_FILES if header(path, "expect") == "cpu"]
@@ -204,7 +156,7 @@ def test_a_python_cpu_bomb_stops_at_its_limit_and_the_process_lives_on(child, tm
     assert message.endswith("while loading the file" if "load_time" in path.stem else "at step 7 (env 3)"), message
     # The soft limit is whole seconds of the process's CPU time: it fires within 1-2 s of the call's start.
     assert reply["cpu"] < CPU_SECONDS + 1.5, reply
-    assert reply["allocated_after"] == 2**31
+    assert child["process"].alive()
 
 
 KILLED = [path for path in HOSTILE_FILES if header(path, "expect") == "killed"]
@@ -215,14 +167,13 @@ def test_a_c_level_cpu_bomb_kills_its_process_and_the_parent_can_tell_why(child,
     pid = child["process"].pid
     reply = run_in_child(child, path, info_with_marker(tmp_path / "escaped"))
     assert reply["status"] == "died" and reply["exitcode"] == -signal.SIGPROF, reply
-    assert reply["in_reward"], "the in_reward flag must say the reward was running"
     assert reply["value"] == (
         f"{path} was killed after 4 s of CPU time inside one C-level call that never returned to Python "
         "(e.g. sum(range(10**15))); its limit is 1 s per call (--reward-cpu-seconds) at step 7 (env 3)"
     )
     assert reply["cpu"] < CPU_SECONDS + rewards.CPU_KILL_GRACE_SECONDS + 1.5, reply
     assert reply["wall"] < 20, reply
-    assert child["process"].pid != pid and child["process"].is_alive()  # replaced, as a pool replaces a worker
+    assert child["process"].pid != pid and child["process"].alive()  # replaced, as a pool replaces it
 
 
 MEMORY_BOMBS = [path for path in HOSTILE_FILES if header(path, "expect") == "memory"]
@@ -232,9 +183,189 @@ MEMORY_BOMBS = [path for path in HOSTILE_FILES if header(path, "expect") == "mem
 def test_a_memory_bomb_stops_at_its_limit_and_the_process_lives_on(child, tmp_path, path):
     reply = run_in_child(child, path, info_with_marker(tmp_path / "escaped"))
     assert reply["status"] == "error", reply
-    assert reply["value"].startswith(f"{path} exceeded its memory limit of 1024 MB per call (--reward-memory-mb)")
+    assert reply["value"].startswith(f"{path} exceeded its memory limit of 1024 MB (--reward-memory-mb)")
     assert reply["value"].endswith("at step 7 (env 3)"), reply["value"]
-    assert reply["wall"] < 10 and reply["allocated_after"] == 2**31, reply
+    assert reply["wall"] < 10 and child["process"].alive(), reply
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the kernel refuses: code that got past the Python guards, in a process confined as a reward process is
+
+ESCAPE_PROBE = """
+import ctypes, errno, json, os, socket, sys
+import rewards
+
+parent, scratch = int(sys.argv[1]), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+gaps = rewards.confine_reward_process(1024)  # what reward_process_main does before it reads its first request
+
+
+def libc_call(function, *args):
+    if function(*args) == -1:
+        raise OSError(ctypes.get_errno(), "")
+    return "done"
+
+
+def forked():
+    if os.fork() == 0:
+        os._exit(0)
+    return "forked"
+
+
+ESCAPES = {
+    "read a file": lambda: open("/etc/passwd").read(),
+    "create a file": lambda: open(os.path.join(scratch, "escaped"), "w"),
+    "read the parent's environment": lambda: open(f"/proc/{parent}/environ", "rb").read(),
+    "read the parent's memory through /proc": lambda: open(f"/proc/{parent}/mem", "rb"),
+    "read its memory with process_vm_readv": lambda: libc_call(libc.process_vm_readv, parent, None, 0, None, 0, 0),
+    "ptrace the parent": lambda: libc_call(libc.ptrace, 16, parent, None, None),  # PTRACE_ATTACH
+    "signal the parent": lambda: os.kill(parent, 0),
+    "open an internet socket": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+    "open a unix socket": lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+    "exec a program": lambda: os.execv("/bin/sh", ["sh", "-c", f"touch {scratch}/executed"]),
+    "start a process": forked,
+}
+answers = {}
+for name, escape in ESCAPES.items():
+    try:
+        answers[name] = f"allowed: {escape()!r}"[:100]
+    except OSError as error:
+        answers[name] = errno.errorcode.get(error.errno, str(error.errno))
+print(json.dumps({"gaps": gaps, "uid": os.getuid(), "answers": answers}))
+"""
+
+
+def test_the_kernel_refuses_files_sockets_exec_and_other_processes_to_a_reward_process(tmp_path):
+    """As if a reward file had got past every Python guard: what it would try next, and the kernel's answer."""
+    was_root = os.geteuid() == 0
+    command = [sys.executable, "-c", ESCAPE_PROBE, str(os.getpid()), str(tmp_path)]
+    done = subprocess.run(command, env=rewards.reward_process_environment(), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    probe = json.loads(done.stdout)
+    if probe["gaps"]:
+        pytest.skip(rewards.gaps_line(probe["gaps"]))
+    assert probe["answers"] == {name: "EPERM" for name in probe["answers"]}, probe["answers"]
+    assert list(tmp_path.iterdir()) == []
+    if was_root:
+        assert probe["uid"] != 0  # nobody: the kernel's own permission checks keep it from root's processes too
+
+
+def test_a_machine_without_seccomp_says_so_in_one_line_and_carries_on(tmp_path, monkeypatch, capfd):
+    # As on a machine without libseccomp: the binding fails to import the way pyseccomp does when the library is
+    # missing (a stand-in module found first on the reward process's path).
+    (tmp_path / "pyseccomp.py").write_text('raise RuntimeError("Unable to find libseccomp")\n')
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    process = rewards.RewardProcess(CPU_SECONDS, MEMORY_MB)
+    try:
+        process.load("plain.py", "def compute_reward(state, info):\n    return 1.5\n", {})
+        assert process.call(STATE, env_index=0) == 1.5  # the Python guards and the limits carry on
+    finally:
+        process.close()
+    (line,) = capfd.readouterr().err.splitlines()
+    assert line.startswith("[rewards] warning: reward processes run without ") and line.endswith(
+        "; reward code keeps the Python guards and its CPU and memory limits"
+    )
+    assert "seccomp (libseccomp is not installed: apt-get install libseccomp2)" in line
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The leaks of issue 21, each from its description
+
+
+def reward_file(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / name
+    path.write_text(source)
+    return path
+
+
+VOID_RATCHET = """
+import numpy as np
+
+KEEP = np.array([([],)], dtype=[("kept", "O")])  # a list inside a record, reached through an np.void: KEEP[0]
+
+
+def compute_reward(state, info):
+    KEEP[0]["kept"].append(np.ones(50_000_000))  # 400 MB more on every call, each call within its limit
+    return 0.0
+"""
+CAP_ACROSS_LOAD_AND_CALL = """
+import numpy as np
+
+BIG = np.zeros(90_000_000)  # 690 MB while loading
+
+
+def compute_reward(state, info):
+    return float(np.zeros(60_000_000).sum())  # 460 MB more: under 1 GB for the call alone, not for the process
+"""
+
+
+def test_memory_cannot_ratchet_up_across_calls(child, tmp_path):
+    reply = run_in_child(child, reward_file(tmp_path, "void_ratchet.py", VOID_RATCHET), {})
+    assert reply["status"] == "error", reply
+    assert reply["value"].startswith(
+        f"{tmp_path / 'void_ratchet.py'} broke the reward-file contract: it changes .append() a list built when the "
+        "file was loaded"
+    ), reply["value"]
+    # The cap is the process's address space, whatever was taken when: not "what it has now + 1 GB" per call.
+    reply = run_in_child(child, reward_file(tmp_path, "cap.py", CAP_ACROSS_LOAD_AND_CALL), {})
+    assert reply["status"] == "error" and child["process"].alive(), reply
+    assert reply["value"].startswith(f"{tmp_path / 'cap.py'} exceeded its memory limit of 1024 MB (--reward-memory-mb)")
+
+
+def test_a_huge_error_text_is_cut_before_it_is_built(child, tmp_path):
+    source = 'S = "x" * 2**20\n\n\ndef compute_reward(state, info):\n    raise ValueError([S] * 3000)\n'  # str(): 3 GB
+    path = reward_file(tmp_path, "huge_error.py", source)
+    reply = run_in_child(child, path, {})
+    assert reply["status"] == "error" and child["process"].alive(), reply
+    assert reply["value"].startswith(f"{path} raised ValueError: ['xxxx") and len(reply["value"]) < 1000, reply
+    assert "(line 5: raise ValueError([S] * 3000)) at step 7 (env 3)" in reply["value"]
+    assert reply["wall"] < 5, reply
+
+
+def test_a_huge_load_time_constant_is_stopped_by_the_limit_of_the_load(tmp_path):
+    source = "X = [0.5] * 10**8  # 800 MB\n\n\ndef compute_reward(state, info):\n    return 0.0\n"
+    path = reward_file(tmp_path, "huge_constant.py", source)
+    fresh = {"process": rewards.RewardProcess(CPU_SECONDS, MEMORY_MB)}  # all of its 1 GB free for the constant
+    try:
+        reply = run_in_child(fresh, path, {})
+        assert reply["status"] == "error" and fresh["process"].alive(), reply
+    finally:
+        fresh["process"].close()
+    assert reply["value"] == (
+        f"{path} exceeded its CPU-time limit of 1 s per call (--reward-cpu-seconds) while loading the file"
+    )
+    assert reply["cpu"] < CPU_SECONDS + 1.5, reply  # not 48.7 s of freezing outside any limit
+
+
+DEEP_CHAINS = {
+    # freed with the call's copy of the state, once compute_reward has returned
+    "slice_chain_kept.py": """
+def compute_reward(state, info):
+    chain = 0
+    for _ in range(1_000_000):
+        chain = slice(chain)
+    state["kept"] = chain
+    return 0.0
+""",
+    # freed with the error, once its message was built
+    "enumerate_chain_raised.py": """
+def compute_reward(state, info):
+    chain = [1]
+    for _ in range(1_000_000):
+        chain = enumerate(chain)
+    raise ValueError(chain)
+""",
+}
+
+
+@pytest.mark.parametrize("name", list(DEEP_CHAINS))
+def test_a_c_stack_overflow_after_the_call_is_the_files_fault(child, tmp_path, name):
+    path = reward_file(tmp_path, name, DEEP_CHAINS[name])
+    reply = run_in_child(child, path, {})
+    assert reply["status"] == "died" and reply["exitcode"] == -signal.SIGSEGV, reply
+    assert reply["value"].startswith(f"{path} crashed its reward process (SIGSEGV), e.g. by a C-stack overflow")
+    assert "at step 7 (env 3)" in reply["value"] and "\n" not in reply["value"]
+    assert child["process"].alive()  # a fresh one
 
 
 def test_every_hostile_file_is_exercised():
@@ -339,8 +470,14 @@ def test_legitimate_reward_code_runs_under_the_guards_and_cannot_touch_the_calle
         ("return True", "legit.py returned a bool at step 7 (env 1); compute_reward must return one float"),
         ("return state['eef_pos']", "legit.py returned a ndarray of shape (3,) at step 7 (env 1); compute_reward must"),
         ("return 'high'", "legit.py returned a str at step 7 (env 1)"),
+        # OverflowError in float() and the digit limit of str(): the file's errors too, not the simulator's
+        ("return 10**400", "legit.py returned a number too large for a float at step 7 (env 1); compute_reward"),
+        (
+            "raise ValueError(10**5000)",
+            "legit.py raised ValueError: <an int of about 5001 digits> (line 2: raise ValueError(10**5000)) at step 7",
+        ),
     ],
-    ids=["raises", "nan", "bool", "array", "string"],
+    ids=["raises", "nan", "bool", "array", "string", "int-too-large", "digit-limit"],
 )
 def test_a_failing_reward_becomes_one_line_naming_file_step_env_and_reason(body, message):
     reward_fn = rewards.compile_reward_fn(f"def compute_reward(state, info):\n    {body}\n", "legit.py")
@@ -381,8 +518,11 @@ def test_secrets_are_stripped_from_the_environment_and_restored_after(monkeypatc
 
 def test_the_reward_process_starts_without_the_parents_secret(child):
     reply = run_in_child(child, HOSTILE_DIR / "str_format_secret.py", info_with_marker(Path("/nonexistent")))
-    assert os.environ[SECRET_NAME] == SECRET  # the parent still has it
-    assert reply["secrets"] == [], reply
+    assert reply["status"] == "error" and os.environ[SECRET_NAME] == SECRET  # the parent still has it
+    environ = Path(f"/proc/{child['process'].pid}/environ").read_bytes().split(b"\0")  # as the kernel started it
+    assert b"PATH=" + os.environ["PATH"].encode() in environ
+    assert not [entry for entry in environ if rewards.is_secret_name(entry.split(b"=")[0].decode())]
+    assert SECRET.encode() not in b"".join(environ)
 
 
 def run_validation_process(path: Path, states: list) -> tuple:
