@@ -29,6 +29,7 @@ import torch.distributed as dist
 import tyro
 from tqdm import tqdm
 
+import checkpoints
 import libero_envs
 import openvla_policy
 import rewards
@@ -64,6 +65,8 @@ class Args:
     """where a run's outputs go: <output-dir>/eval__<suite>__<model>__<time>/ (results.json, videos/)"""
     step_timeout: float = 60.0
     """seconds an env step may take before its worker counts as hung (the episode then fails)"""
+    reset_timeout: float = 300.0
+    """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
     dtype: openvla_policy.DtypeChoice = "auto"
@@ -143,9 +146,11 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--max-steps {args.max_steps}: need at least 1 step")
     if args.temperature < 0:
         raise UsageError(f"--temperature {args.temperature}: must be >= 0 (0 decodes greedily)")
-    if args.step_timeout <= 0:
-        raise UsageError(f"--step-timeout {args.step_timeout}: use a positive number of seconds")
+    for flag, seconds in (("--step-timeout", args.step_timeout), ("--reset-timeout", args.reset_timeout)):
+        if seconds <= 0:
+            raise UsageError(f"{flag} {seconds}: use a positive number of seconds")
     rollout.check_device(args.device)
+    check_dist_backend(args.dist_backend, args.device)
     for suite in suites:
         openvla_policy.resolve_checkpoint(args.model, suite)
     if args.lora and len(args.lora) != len(suites):
@@ -154,7 +159,9 @@ def check_args(args: Args) -> None:
             "give one adapter per evaluated suite, in that order"
         )
     for lora_dir in args.lora:
-        lora_adapter_dir(lora_dir)
+        problem = checkpoints.adapter_problem(Path(lora_adapter_dir(lora_dir)))
+        if problem:
+            raise UsageError(f"--lora {lora_dir}: {problem}; pass a whole adapter (a tgrpo.py run or its adapter dir)")
     if args.robustness:
         for suite in suites:
             if suite not in libero_envs.BASE_SUITES:
@@ -405,6 +412,7 @@ def evaluate_suite(
     progress: bool = True,
     init_states: Optional[dict] = None,
     step_timeout: float = 60.0,
+    reset_timeout: float = 300.0,
     stop: Optional[Callable] = None,
 ) -> dict:
     """Success rates of `policy` on `suite` under the protocol, unless the arguments say otherwise.
@@ -432,7 +440,9 @@ def evaluate_suite(
         raise ValueError("video_dir is needed to write videos")
     own_pool = pool is None
     most_episodes = max([len(states) for states in episodes_by_task.values()], default=1)
-    pool = pool or libero_envs.EnvPool(min(num_envs, most_episodes), step_timeout=step_timeout)
+    pool = pool or libero_envs.EnvPool(
+        min(num_envs, most_episodes), step_timeout=step_timeout, reset_timeout=reset_timeout
+    )
     total = sum(len(states) for states in episodes_by_task.values())
     bar = tqdm(total=total, desc=suite, disable=not progress or rank > 0, dynamic_ncols=True)
     episodes, start = [], time.perf_counter()
@@ -522,9 +532,7 @@ def start_distributed(backend: str, device: Optional[str]) -> tuple:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     on_gpu = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
     backend = ("nccl" if on_gpu else "gloo") if backend == "auto" else backend
-    if backend == "nccl" and not on_gpu:
-        why = f"--device {device} keeps the ranks on the CPU" if torch.cuda.is_available() else "no CUDA GPU is visible"
-        raise UsageError(f"--dist-backend nccl: {why}, and nccl runs on GPUs only; use --dist-backend gloo (or auto)")
+    check_dist_backend(backend, device)
     if on_gpu:
         if local_rank >= torch.cuda.device_count():
             raise UsageError(
@@ -538,6 +546,14 @@ def start_distributed(backend: str, device: Optional[str]) -> tuple:
         os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", egl_device)  # the env workers inherit it
     dist.init_process_group(backend)
     return dist.get_rank(), world_size, device
+
+
+def check_dist_backend(backend: str, device: Optional[str]) -> None:
+    """nccl runs on GPUs only: refuse it on the CPU, under torchrun or not (without torchrun it would do nothing)."""
+    on_gpu = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
+    if backend == "nccl" and not on_gpu:
+        why = f"--device {device} keeps the ranks on the CPU" if torch.cuda.is_available() else "no CUDA GPU is visible"
+        raise UsageError(f"--dist-backend nccl: {why}, and nccl runs on GPUs only; use --dist-backend gloo (or auto)")
 
 
 def rank_and_world_size() -> tuple:
@@ -731,7 +747,8 @@ def main(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     # The workers boot (import LIBERO, start MuJoCo) while the model loads.
-    pool = libero_envs.EnvPool(min(args.num_envs, args.trials_per_task), step_timeout=args.step_timeout)
+    num_envs = min(args.num_envs, args.trials_per_task)
+    pool = libero_envs.EnvPool(num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
     results, loaded, policy = {}, None, None
     try:
         for n, (key, suite, model, lora_dir) in enumerate(runs):

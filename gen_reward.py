@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -530,6 +531,7 @@ def build_request(provider: str, base_url: str, api_key: str, model: str, messag
     """(url, headers, JSON body) in the provider's wire format."""
     base = base_url.rstrip("/")
     if provider == "anthropic":
+        base = base.removesuffix("/v1")  # the API root, given with or without the version that OpenAI URLs carry
         headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         return f"{base}/v1/messages", headers, {"model": model, "max_tokens": max_tokens, "messages": messages}
     headers = {"Authorization": f"Bearer {api_key}", "content-type": "application/json"}
@@ -588,13 +590,13 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
 
 def refusal_message(provider: str, url: str, status: int, server_message: str, key_env: str, model: str) -> str:
     remedies = {
-        400: f"check --model {model} and --max-tokens",
+        400: f"check --llm {model} and --max-tokens",
         401: f"check {key_env}: it must hold a valid, current key for this API (--base-url)",
         403: f"check that the key in {key_env} is allowed to use model {model}",
-        404: f"check --base-url (OpenAI-compatible servers usually end in /v1) and --model {model}",
+        404: f"check --base-url (OpenAI-compatible servers usually end in /v1) and --llm {model}",
         501: "check --base-url: the server there does not implement this API",
     }
-    remedy = remedies.get(status, f"check --base-url, --model {model} and {key_env}")
+    remedy = remedies.get(status, f"check --base-url, --llm {model} and {key_env}")
     return f"{provider} API refused the request: HTTP {status} from {url}: {server_message}. Remedy: {remedy}"
 
 
@@ -725,7 +727,12 @@ def check_reward_files(tasks: list, args: Args) -> list:
             failures.append(f"{path}: missing. Generate it with: {command}")
             continue
         try:
-            summary = validate_reward_source(path.read_text(), suite, task_id, str(path), args)
+            source = path.read_text()
+        except (OSError, UnicodeDecodeError) as error:  # e.g. no read permission: one line, the check goes on
+            failures.append(f"{path}: cannot read it ({error}). Fix the file or its permissions")
+            continue
+        try:
+            summary = validate_reward_source(source, suite, task_id, str(path), args)
             log(f"OK {path}: {summary}")
         except rewards.RewardFileError as error:
             failures.append(str(error))
@@ -733,7 +740,34 @@ def check_reward_files(tasks: list, args: Args) -> list:
     return failures
 
 
+def check_args(args: Args) -> None:
+    """Reject input that cannot work, naming the flag, the value and the fix, before any env starts or API call."""
+    problems = [
+        (args.max_attempts < 1, "--max-attempts", "use 1 or more (replies per task)"),
+        (args.max_tokens < 1, "--max-tokens", "use 1 or more"),
+        (args.connect_timeout <= 0, "--connect-timeout", "use a positive number of seconds"),
+        (args.read_timeout <= 0, "--read-timeout", "use a positive number of seconds (large models take minutes)"),
+        (args.max_retries < 0, "--max-retries", "use 0 (no retry) or more"),
+        (args.retry_backoff < 0, "--retry-backoff", "use 0 or more seconds"),
+        (not 1 <= args.validation_init_states <= 50, "--validation-init-states", "LIBERO has 50 per task: use 1..50"),
+        (args.validation_random_steps < 0, "--validation-random-steps", "use 0 or more"),
+        (args.validation_timeout <= 0, "--validation-timeout", "use a positive number of seconds"),
+        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", "use a positive number of seconds"),
+        (args.reward_memory_mb < 64, "--reward-memory-mb", "use at least 64"),
+    ]
+    for failed, flag, fix in problems:
+        if failed:
+            raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {fix}")
+    url = urllib.parse.urlsplit(args.base_url or DEFAULT_BASE_URLS[args.provider])
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise UsageError(
+            f"--base-url {args.base_url}: not an http(s) URL; pass the API root, e.g. {DEFAULT_BASE_URLS[args.provider]} "
+            "or http://localhost:8000/v1 for a local OpenAI-compatible server"
+        )
+
+
 def main(args: Args) -> None:
+    check_args(args)
     tasks = select_tasks(args.suite, args.task_ids, args.rewards_dir if args.check else None)
     if args.check:
         failures = check_reward_files(tasks, args)
@@ -741,8 +775,6 @@ def main(args: Args) -> None:
             raise SystemExit(f"{len(failures)} of {len(tasks)} reward files failed --check:\n" + "\n".join(failures))
         print(f"all {len(tasks)} reward files passed --check")
         return
-    if args.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be at least 1, got {args.max_attempts}")
     if not args.dry_run and not args.llm:
         raise UsageError(f"pass --llm <model name> to generate with {args.provider} (--dry-run shows the prompt)")
     api_key, key_env = (None, None) if args.dry_run else read_api_key(args)

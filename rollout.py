@@ -72,6 +72,8 @@ class Args:
     """agentview render size in pixels (OpenVLA's LIBERO checkpoints saw 256)"""
     step_timeout: float = 60.0
     """seconds an env step may take before its worker counts as hung and is replaced"""
+    reset_timeout: float = 300.0
+    """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
     """CPU seconds one reward call may use before the run stops (rewards run confined in the env workers)"""
     reward_memory_mb: int = rewards.DEFAULT_MEMORY_MB
@@ -104,7 +106,11 @@ def read_reward_file(suite: str, task_name: str, path: Optional[str] = None) -> 
     fix = rewards.regenerate_command(suite, task_id)
     if not path.is_file():
         raise RewardFileError(f"no reward file at {path}. Generate it with: {fix} (or pass --reward-file <path>)")
-    source = path.read_text()
+    try:
+        source = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else f"not UTF-8 text ({error.reason} at byte {error.start})"
+        raise RewardFileError(f"cannot read the reward file {path}: {why}. Fix the file or its permissions") from None
     try:
         rewards.check_reward_source(source, str(path))
     except RewardFileError as error:
@@ -234,10 +240,19 @@ def collect_group(
 
 
 def reset_groups(
-    pool: EnvPool, suite: str, starts: list, jobs: list, group_of: np.ndarray, *, max_steps: int, camera_size: int
+    pool: EnvPool,
+    suite: str,
+    starts: list,
+    jobs: list,
+    group_of: np.ndarray,
+    *,
+    max_steps: int,
+    camera_size: int,
+    stop: Optional[Callable] = None,
 ) -> list:
     """Reset each env of the pool to its group's start, to score with its group's RewardJob; a group whose
-    every env failed stops the collection."""
+    every env failed stops the collection, unless a stop was requested (then the collection ends anyway, and
+    the signal that asked for it may be what made them fail)."""
     horizon = env_horizon(max_steps)
     specs = [EnvSpec(task_bddl_path(get_task(suite, s.task_id)), horizon, camera_size) for s in starts]
     states = [
@@ -252,7 +267,7 @@ def reset_groups(
         reward_job=[jobs[g] for g in group_of],
     )
     for g, job in enumerate(jobs):
-        if all(results[i] is None for i in np.flatnonzero(group_of == g)):
+        if all(results[i] is None for i in np.flatnonzero(group_of == g)) and not (stop is not None and stop()):
             raise RuntimeError(
                 f"all {len(results) // len(jobs)} env workers failed to reset on {suite}/{job.task_name} (see the "
                 "warnings above); if they died at start-up, run `python rollout.py --model tiny --num-envs 1` to see "
@@ -299,11 +314,11 @@ def collect_groups(
     ]
     timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
     start_time = time.perf_counter()
-    results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size)
+    results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size, stop=stop)
     timing["simulation"] += time.perf_counter() - start_time
-    live = np.array([r is not None for r in results])
-    failed = ~live
-    image_shape = next(r["image"].shape for r in results if r is not None)
+    failed = np.array([r is None for r in results])
+    live = ~failed & (stop is None or not stop())  # a stop requested during the reset: not a single step
+    image_shape = next((r["image"].shape for r in results if r is not None), (0, 0, 3))
     current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
     success, lengths, steps_taken = np.zeros(len(live), bool), np.zeros(len(live), np.int64), np.zeros(len(starts), int)
     images, tokens, log_probs, rewards_, masks = [], [], [], [], []
@@ -346,7 +361,11 @@ def collect_groups(
 
     timing["total"] = time.perf_counter() - start_time
     timing["other"] = timing["total"] - timing["simulation"] - timing["policy"]
-    stacked = [np.stack(steps, axis=1) for steps in (images, tokens, log_probs, rewards_, masks)]
+    # Steps of length 0 (a stop during the reset) keep their shapes: stack one blank step, then slice it away.
+    blank = [np.stack(current), np.zeros((len(live), ACTION_DIM), np.int64), np.zeros(len(live), np.float32)]
+    blank += [np.zeros(len(live), np.float32), np.zeros(len(live), bool)]
+    steps = (images, tokens, log_probs, rewards_, masks)
+    stacked = [np.stack(step_list or [empty], axis=1) for step_list, empty in zip(steps, blank)]
     groups = []
     for g, (start, task, instruction) in enumerate(zip(starts, tasks, instructions)):
         envs, length = slice(g * n, (g + 1) * n), steps_taken[g]  # each group padded to its own longest
@@ -419,6 +438,7 @@ def check_args(args: Args) -> None:
         (args.max_steps is not None and args.max_steps < 1, "--max-steps", args.max_steps, "use 1 or more"),
         (args.temperature < 0, "--temperature", args.temperature, "use 0 (greedy) or more"),
         (args.step_timeout <= 0, "--step-timeout", args.step_timeout, "use a positive number of seconds"),
+        (args.reset_timeout <= 0, "--reset-timeout", args.reset_timeout, "use a positive number of seconds"),
         (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", args.reward_cpu_seconds, "use a positive number"),
         (args.reward_memory_mb < 64, "--reward-memory-mb", args.reward_memory_mb, "use at least 64"),
     ]
@@ -435,7 +455,8 @@ def main(args: Args) -> None:
     tasks = {task_id: get_task(args.suite, task_id) for task_id in args.task_ids}
     reward_files = read_reward_files(args.suite, list(tasks), args.reward_file)
     seed_everything(args.seed)
-    pool = EnvPool(args.num_envs, step_timeout=args.step_timeout)  # workers boot while the model loads
+    # The workers boot while the model loads.
+    pool = EnvPool(args.num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
     try:
         policy = load_vla(args.model, args.suite, args.device, args.dtype)
         for task_id, task in tasks.items():

@@ -9,11 +9,8 @@ comparison across the N trajectories (`compute_advantages`). The loss is -mean(A
 Paper: arXiv 2506.08440. The algorithm and its defaults: README, "The algorithm".
 """
 
-import errno
-import json
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -25,8 +22,6 @@ import imageio
 import numpy as np
 import torch
 import tyro
-from peft import LoraConfig, PeftModel, get_peft_model
-from peft.utils import load_peft_weights, set_peft_model_state_dict
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -35,6 +30,15 @@ import libero_envs
 import openvla_policy
 import rewards
 import rollout
+from checkpoints import (
+    damaged,
+    find_checkpoint,
+    read_checkpoint_files,
+    read_trainer_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from libero_envs import UsageError
 
 
@@ -106,6 +110,8 @@ class Args:
     """agentview render size in pixels"""
     step_timeout: float = 60.0
     """seconds an env step may take before its worker counts as hung and is replaced"""
+    reset_timeout: float = 300.0
+    """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     reward_cpu_seconds: float = 5.0
     """CPU seconds one reward call may use before the run stops (the call runs confined in the env worker)"""
     reward_memory_mb: int = 1024
@@ -174,6 +180,8 @@ def kl_to_base(logp, base_logp):
 
 def add_lora(model, rank: int, alpha: Optional[int]):
     """OpenVLA's LoRA recipe: every linear layer, no dropout, gaussian init; base weights stay frozen."""
+    from peft import LoraConfig, get_peft_model  # not at the top: the env workers re-import this file
+
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha if alpha is not None else min(rank, 16),
@@ -289,108 +297,32 @@ def check_ranks_agree(params: list) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Checkpoints: <run>/checkpoint is replaced by a swap through checkpoint.tmp and checkpoint.old, and a
-# checkpoint is complete exactly when its trainer_state.json (written last) parses.
+# Resuming: the checkpoint files themselves (writing, verifying, falling back) are in checkpoints/
 
-CHECKPOINT_NAMES = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
 # Flags a resumed run may change: they do not alter what is learned (micro-batching only regroups the sums).
 SAFE_TO_CHANGE_ON_RESUME = set(
     "num_iterations save_every eval_every eval_trials_per_task eval_max_steps video_every track wandb_project_name "
-    "wandb_entity step_timeout micro_batch_size gradient_checkpointing device dtype output_dir resume reward_cpu_seconds "
-    "reward_memory_mb".split()
+    "wandb_entity step_timeout reset_timeout micro_batch_size gradient_checkpointing device dtype output_dir resume "
+    "reward_cpu_seconds reward_memory_mb".split()
 )
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def flags_given(argv: list) -> set:
+    """The Args fields a command line names (--num-envs 4, --num-envs=4, --no-track), even at their defaults."""
+    names = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    return names | {name[3:] for name in names if name.startswith("no_")}
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def write_checkpoint_files(directory: Path, model, optimizer, trainer_state: dict, rng: dict) -> None:
-    directory.mkdir(parents=True)
-    # LoRA weights only: PEFT would add the full embeddings and lm_head (0.5 GB for 7B) because all-linear
-    # adapts lm_head, but the base copies never change.
-    model.save_pretrained(str(directory / "adapter"), save_embedding_layers=False)
-    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
-    torch.save(rng, directory / "rng.pt")
-    for path in [*directory.rglob("*.safetensors"), directory / "optimizer.pt", directory / "rng.pt"]:
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    with open(directory / "trainer_state.json", "w") as handle:  # last: its presence marks the checkpoint complete
-        handle.write(json.dumps(trainer_state, indent=2))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def save_checkpoint(run_dir: Path, model, optimizer, trainer_state: dict, rng: dict) -> Path:
-    """Write run_dir/checkpoint so that a crash at any instant leaves a complete one under some name."""
-    final, tmp, old = (run_dir / name for name in CHECKPOINT_NAMES)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write_checkpoint_files(tmp, model, optimizer, trainer_state, rng)
-    except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError from its zip writer
-        shutil.rmtree(tmp, ignore_errors=True)
-        free_mb = shutil.disk_usage(run_dir).free / 2**20 if run_dir.exists() else 0
-        full = getattr(error, "errno", None) == errno.ENOSPC or free_mb < 100
-        kept = f"the last good checkpoint is kept at {final}" if final.exists() else "no earlier checkpoint exists"
-        raise UsageError(
-            f"could not write the checkpoint of iteration {trainer_state['iteration']} to {tmp}: "
-            f"{'the disk is full' if full else 'write failed'} ({free_mb:.0f} MB free; {type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}); {kept}. Free space or fix permissions, then --resume {run_dir}"
-        ) from None
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def read_trainer_state(directory: Path) -> Optional[dict]:
-    try:
-        return json.loads((directory / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def find_checkpoint(run_dir: Path) -> Path:
-    """The newest complete checkpoint of a run, under whichever name a crash left it, renamed to `checkpoint`."""
-    states = {run_dir / name: read_trainer_state(run_dir / name) for name in CHECKPOINT_NAMES}
-    complete = [(state["iteration"], directory) for directory, state in states.items() if state is not None]
-    if not complete:
-        raise UsageError(
-            f"--resume {run_dir}: no complete checkpoint there (looked for {', '.join(CHECKPOINT_NAMES)}). "
-            "Pass a runs/<run_name> directory written by tgrpo.py, or start a new run without --resume"
-        )
-    _, newest = max(complete, key=lambda item: item[0])
-    final = run_dir / "checkpoint"
-    if newest != final:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(newest, final)
-    for name in CHECKPOINT_NAMES[1:]:
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-    return final
-
-
-def resumed_args(args: Args, saved_args: dict, run_dir: Path) -> Args:
-    """The run's own arguments; flags the user changed from their defaults override only where that is safe."""
+def resumed_args(args: Args, saved_args: dict, run_dir: Path, given_flags: set = frozenset()) -> Args:
+    """The run's own arguments; a flag the user gave (`given_flags`, or any value off its default) overrides them
+    only where that is safe."""
     defaults = asdict(Args())
     merged = {}
     for field in fields(Args):
         saved, given = saved_args.get(field.name, defaults[field.name]), getattr(args, field.name)
         saved = tuple(saved) if isinstance(saved, list) else saved
         merged[field.name] = saved
-        if given == defaults[field.name] or given == saved:
+        if given == saved or (given == defaults[field.name] and field.name not in given_flags):
             continue
         if field.name not in SAFE_TO_CHANGE_ON_RESUME:
             flag = "--" + field.name.replace("_", "-")
@@ -401,34 +333,6 @@ def resumed_args(args: Args, saved_args: dict, run_dir: Path) -> Args:
         merged[field.name] = given
     merged["resume"] = str(run_dir)
     return Args(**merged)
-
-
-def damaged(path: Path, error: Exception) -> UsageError:
-    reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:150]}"
-    return UsageError(
-        f"the checkpoint file {path} is damaged ({reason}); restore it from a backup, or start a new run without --resume"
-    )
-
-
-def read_checkpoint_files(checkpoint: Path) -> dict:
-    """Optimizer and RNG states, and the adapter's files checked, before any model loads."""
-    from safetensors import safe_open
-
-    loaded = {}
-    for name in ("optimizer.pt", "rng.pt"):
-        try:
-            loaded[name] = torch.load(checkpoint / name, weights_only=False)
-        except Exception as error:
-            raise damaged(checkpoint / name, error) from None
-    for path, check in (
-        (checkpoint / "adapter" / "adapter_config.json", lambda f: json.loads(f.read_text())),
-        (checkpoint / "adapter" / "adapter_model.safetensors", lambda f: safe_open(str(f), "pt").keys()),
-    ):
-        try:
-            check(path)
-        except Exception as error:
-            raise damaged(path, error) from None
-    return loaded
 
 
 def warn_changed_rewards(saved_hashes: dict, reward_files: dict) -> None:
@@ -452,11 +356,11 @@ def stop_on_signals(distributed: bool) -> list:
     requests = []
 
     def handler(signum, frame):
-        if requests and not distributed:
-            raise StopNow
-        if not requests:
-            print("\n[tgrpo] stop requested: finishing this step or update, then saving (Ctrl-C again: stop now)")
         requests.append(signum)
+        if len(requests) == 1:
+            print("\n[tgrpo] stop requested: finishing this step or update, then saving (Ctrl-C again: stop now)")
+        elif len(requests) == 2 and not distributed:  # later ones: already stopping at once
+            raise StopNow
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
@@ -483,6 +387,7 @@ def check_args(args: Args) -> None:
         (args.num_iterations < 1, "--num-iterations", "use 1 or more"),
         (args.update_epochs < 1, "--update-epochs", "use 1 or more"),
         (args.step_timeout <= 0, "--step-timeout", "use a positive number of seconds"),
+        (args.reset_timeout <= 0, "--reset-timeout", "use a positive number of seconds"),
         (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", "use a positive number of seconds"),
         (args.reward_memory_mb < 64, "--reward-memory-mb", "use at least 64"),
         (args.save_every < 0, "--save-every", "use 0 (never) or a positive period"),
@@ -500,12 +405,17 @@ def check_args(args: Args) -> None:
             f"the {world_size} torchrun ranks collect equal shares: use a multiple of {world_size}",
         ),
     ]
+    task_ids = selected_task_ids(args)
+    repeated = sorted({t for t in task_ids if task_ids.count(t) > 1})
+    problems.append((repeated, "--task-ids", f"task(s) {' '.join(map(str, repeated))} repeated; list each task once"))
     for failed, flag, fix in problems:
         if failed:
-            raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {fix}")
-    for task_id in selected_task_ids(args):
+            value = getattr(args, flag[2:].replace("-", "_"))
+            raise UsageError(f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}: {fix}")
+    for task_id in task_ids:
         libero_envs.get_task(args.suite, task_id)
     rollout.check_device(args.device)
+    evaluate.check_dist_backend(args.dist_backend, args.device)
     openvla_policy.resolve_checkpoint(args.model, args.suite)
 
 
@@ -624,6 +534,9 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
         policy.model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
+    from peft import PeftModel  # here, not at the top: the env workers re-import this file and never need peft
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
     if checkpoint is None:
         policy.model = add_lora(policy.model, args.lora_rank, args.lora_alpha)
     else:
@@ -642,15 +555,24 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
     return policy, optimizer
 
 
-def main(args: Args) -> dict:
+def main(args: Args, given_flags: set = frozenset()) -> dict:
+    """Train; `given_flags` (see flags_given) are the flags of the command line, which --resume checks."""
     check_args(args)  # the command line, before the ranks meet
     rank, world_size, device = evaluate.start_distributed(args.dist_backend, args.device)
     saved, checkpoint = None, None
-    if args.resume:  # rank 0 tidies what a crash may have left; the others wait for it
+    if args.resume:  # rank 0 verifies and tidies what a crash may have left; the others wait for it
         checkpoint = Path(evaluate.from_rank0(str(find_checkpoint(Path(args.resume))) if rank == 0 else None))
-        saved = {**read_trainer_state(checkpoint), **read_checkpoint_files(checkpoint)}
-        args = resumed_args(args, saved["args"], Path(args.resume))
+        saved, _ = read_trainer_state(checkpoint)
+        args = resumed_args(args, saved["args"], Path(args.resume), given_flags)
         check_args(args)
+        if saved["iteration"] >= args.num_iterations:
+            if rank == 0:
+                print(
+                    f"[tgrpo] nothing to do: {args.resume} has completed {saved['iteration']} iterations and "
+                    f"--num-iterations is {args.num_iterations}; pass a larger --num-iterations to train on"
+                )
+            return {"run_dir": Path(args.resume), "iteration": saved["iteration"], "exit_code": 0}
+        saved.update(read_checkpoint_files(checkpoint))
     if saved and saved.get("world_size", 1) != world_size:
         ranks = saved.get("world_size", 1)
         launch = f"torchrun --nproc-per-node {ranks} tgrpo.py" if ranks > 1 else "python tgrpo.py"
@@ -671,11 +593,16 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
-    # The workers boot while the model loads.
-    pool = libero_envs.EnvPool(groups_per_rank * args.num_envs, step_timeout=args.step_timeout)
-    policy, optimizer = load_trainable_policy(args, checkpoint, device)
-    # Before the first collection: an update that cannot fit stops the run here, not after an hour of rollouts.
-    openvla_policy.check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
+    # The workers boot while the model loads; they ignore SIGTERM, so every way out closes them.
+    num_envs = groups_per_rank * args.num_envs
+    pool = libero_envs.EnvPool(num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
+    try:
+        policy, optimizer = load_trainable_policy(args, checkpoint, device)
+        # Before the first collection: an update that cannot fit stops the run here, not after an hour of rollouts.
+        openvla_policy.check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
+    except BaseException:
+        pool.close()
+        raise
     params = [p for p in policy.model.parameters() if p.requires_grad]
     completed = 0
     if saved:
@@ -684,7 +611,7 @@ def main(args: Args) -> dict:
         except ValueError as error:
             raise damaged(checkpoint / "optimizer.pt", error) from None
         set_rng_state(saved["rng.pt"])
-        warn_changed_rewards(saved["reward_sha256"], reward_files)
+        warn_changed_rewards(saved.get("reward_sha256", {}), reward_files)
         completed = saved["iteration"]
         if rank == 0:
             print(f"[tgrpo] resuming {run_dir} at iteration {completed + 1}")
@@ -708,7 +635,7 @@ def main(args: Args) -> dict:
         desc="tgrpo",
         initial=completed,
         total=args.num_iterations,
-        disable=rank > 0,
+        disable=rank > 0 or not (sys.stdout.isatty() and sys.stderr.isatty()),  # piped, the iter lines say it all
     )
     try:
         for iteration in progress:
@@ -768,25 +695,30 @@ def main(args: Args) -> dict:
             if args.eval_every and (iteration + 1) % args.eval_every == 0:
                 run_periodic_eval(policy, pool, args, task_ids, writer, iteration + 1, lambda: bool(stop_requests))
     except KeyboardInterrupt:
-        if rank == 0:
-            print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations")
         exit_code = 130
     except StopNow:
-        print(f"\n[tgrpo] stopped at once; the last checkpoint written stays ({run_dir / 'checkpoint'})")
         exit_code, save_on_exit = 130, False
     except rewards.RewardFileError as error:
         print(f"[tgrpo] stopped: {error}", file=sys.stderr)
         exit_code = 1
     finally:  # on Ctrl-C and on errors alike, keep what the completed iterations learned
-        pool.close()
-        if save_on_exit:
-            # After a failure on one rank the others may be gone: only a stop they all took compares them.
-            compared = exit_code != 1 and sys.exc_info()[0] is None
-            saved_to = checkpoint_now(compare_ranks=compared)
-            if rank == 0:
-                same = f", the same on all {world_size} ranks" if world_size > 1 and compared else ""
-                print(f"[tgrpo] checkpoint after {boundary['iteration']} iterations{same}: {saved_to} ", end="")
-                print(f"(continue with --resume {run_dir})")
+        try:  # the message is printed in here, so a second Ctrl-C that answers it lands in `except StopNow`
+            if exit_code == 130 and save_on_exit and rank == 0:
+                print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations")
+            pool.close()
+            if save_on_exit:
+                # After a failure on one rank the others may be gone: only a stop they all took compares them.
+                compared = exit_code != 1 and sys.exc_info()[0] is None
+                saved_to = checkpoint_now(compare_ranks=compared)
+                if rank == 0:
+                    same = f", the same on all {world_size} ranks" if world_size > 1 and compared else ""
+                    print(f"[tgrpo] checkpoint after {boundary['iteration']} iterations{same}: {saved_to} ", end="")
+                    print(f"(continue with --resume {run_dir})")
+        except StopNow:  # a second Ctrl-C during the exit save: a half-written one never replaces the last one
+            exit_code, save_on_exit = 130, False
+            pool.close()  # again, if the signal cut it short (later signals are ignored): workers ignore SIGTERM
+        if not save_on_exit:
+            print(f"\n[tgrpo] stopped at once; the last checkpoint written stays ({run_dir / 'checkpoint'})")
         if writer is not None:
             writer.close()
         for signum, handler in previous_handlers.items():
@@ -795,11 +727,16 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop is a Ctrl-C, even while loading
+    sys.stdout.reconfigure(line_buffering=True)  # piped to a file: each line at once, in order with stderr's
     cli_args = tyro.cli(Args)
     try:
-        result = main(cli_args)
+        result = main(cli_args, flags_given(sys.argv[1:]))
     except (UsageError, rewards.RewardFileError) as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        print("\n[tgrpo] interrupted before training began: nothing to save", file=sys.stderr)
+        sys.exit(130)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -5,8 +5,10 @@ load fail early and clearly.
 
 import hashlib
 import json
+import logging
 import math
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional, get_args
@@ -26,6 +28,10 @@ ACTION_TOKEN_BEGIN = VOCAB_SIZE - N_ACTION_BINS  # 31744
 SPACE_TOKEN = 29871  # "▁", which OpenVLA's training prompts ended with
 
 TINY_VLA_SOURCE = Path(__file__).resolve().parent.parent / "tiny_vla"
+
+# Importing torch.utils.cpp_extension (peft does) logs "No CUDA runtime is found" on a machine that has nvcc but
+# no GPU, once per process. Nothing here builds C++ extensions, so there is nothing to act on.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -420,8 +426,12 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
     if warning:
         print(warning, flush=True)
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
-        vla = AutoModelForVision2Seq.from_pretrained(path, trust_remote_code=True, low_cpu_mem_usage=True, **kwargs)
+        with warnings.catch_warnings():
+            # transformers 4.40.1 imports remote code with the deprecated load_module(); LIBERO turns
+            # DeprecationWarnings on for every module, so each process would print it once.
+            warnings.filterwarnings("ignore", r"the load_module\(\) method is deprecated", DeprecationWarning)
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+            vla = AutoModelForVision2Seq.from_pretrained(path, trust_remote_code=True, low_cpu_mem_usage=True, **kwargs)
     except OSError as error:
         raise RuntimeError(
             f"could not load the VLA checkpoint {path!r}: {error}\n"
