@@ -315,6 +315,13 @@ def log_traceback(log_path, heading: str, text: Optional[str] = None) -> str:
     return text.splitlines()[-1] if text else "no traceback"
 
 
+def kill_workers(workers: list) -> None:
+    for worker in workers:
+        if worker is not None and worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)
+
+
 class EnvPool:
     """N persistent envs, each in its own process, reset together and stepped in parallel, with their rewards.
 
@@ -351,6 +358,10 @@ class EnvPool:
         self.task_labels, self.reward_jobs, self.restarts = [""] * num_envs, [None] * num_envs, 0
         self.reward_processes = [None] * num_envs
         self.failures = [("", 0)] * num_envs  # per env: (task label, failures in a row on it)
+        # Workers ignore SIGTERM, and multiprocessing's exit handler SIGTERMs daemon children, then joins them
+        # without a timeout: kill them first (finalizers of priority >= 0 run before it), or an exit that skips
+        # close() hangs.
+        mp.util.Finalize(self, kill_workers, args=(self.workers,), exitpriority=10)
         if parallel:
             for i in range(num_envs):
                 self._start_worker(i)
