@@ -86,7 +86,7 @@ class Args:
     reward_cpu_seconds: float = 5.0
     """CPU seconds one reward call may use (as in tgrpo.py)"""
     reward_memory_mb: int = 1024
-    """memory (MB) one reward call may allocate (as in tgrpo.py)"""
+    """address space (MB) the reward process may use above its start-up size (as in tgrpo.py)"""
     seed: int = 0
     """seed of the random validation actions"""
 

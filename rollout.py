@@ -75,9 +75,9 @@ class Args:
     reset_timeout: float = 300.0
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
-    """CPU seconds one reward call may use before the run stops (rewards run confined in the env workers)"""
+    """CPU seconds one reward call may use before the run stops (reward code runs confined, a process per env)"""
     reward_memory_mb: int = rewards.DEFAULT_MEMORY_MB
-    """memory (MB) one reward call may allocate before the run stops"""
+    """address space (MB) a reward process may use above its start-up size, all its calls together"""
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
@@ -87,7 +87,7 @@ class Args:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Reward files: the contract and its confinement live in rewards/; reward code runs only in the env workers
+# Reward files: the contract and its confinement live in rewards/; reward code runs only in reward processes
 
 
 @dataclass(frozen=True)
@@ -295,8 +295,8 @@ def collect_groups(
     back. One batched policy call per step serves every live env of every group (the bigger batch keeps a
     GPU busy); the groups stay independent otherwise: own task, init state, termination and sampling stream.
 
-    The rewards are computed in the env workers with `reward_files[task_id]` (`reward_limits`: CPU seconds
-    and MB per call). When `stop()` turns true, every trajectory ends after the step in progress.
+    The rewards are computed in confined reward processes with `reward_files[task_id]` (`reward_limits`: CPU
+    seconds per call, MB of address space). When `stop()` turns true, every trajectory ends after the step in progress.
     """
     if termination not in ("first-success", "independent"):
         raise UsageError(f"--termination {termination!r}: use first-success or independent")

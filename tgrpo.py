@@ -113,9 +113,9 @@ class Args:
     reset_timeout: float = 300.0
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     reward_cpu_seconds: float = 5.0
-    """CPU seconds one reward call may use before the run stops (the call runs confined in the env worker)"""
+    """CPU seconds one reward call may use before the run stops (reward code runs confined, a process per env)"""
     reward_memory_mb: int = 1024
-    """memory (MB) one reward call may allocate before the run stops"""
+    """address space (MB) a reward process may use above its start-up size, all its calls together"""
     save_every: int = 10
     """write a checkpoint every this many iterations (and on Ctrl-C or an error)"""
     eval_every: int = 0
