@@ -222,7 +222,7 @@ def reset_env(env, init_state: np.ndarray, placement: int = 0, rng_states: Optio
 
 @contextlib.contextmanager
 def cameras_paused(env):
-    """Skip the camera renders inside the block (about 100 ms each on a CPU; a reset has 13 of them).
+    """Skip the camera renders inside the block (about 100 ms each on a CPU; a reset has 12 or more).
 
     robosuite renders every camera observable at every step, reset and state change. Rendering reads the sim
     and changes nothing in it, so the frames after the block are the ones an unpaused env gives; inside it a
