@@ -425,6 +425,12 @@ def precheck_reward_source(source: str, filename: str) -> None:
             return full if full in ALLOWED_MODULES else None
         return None
 
+    while True:  # names bound to a module (`L = np.linalg`, then `M = L`), so `L.lstsq` is checked as well
+        found = {name: module for name, module in module_bindings(tree, module_of) if name not in modules}
+        if not found:
+            break
+        modules.update(found)
+
     for node in ast.walk(tree):
         line = getattr(node, "lineno", "?")
         if isinstance(node, ast.Attribute):
@@ -457,6 +463,17 @@ def precheck_reward_source(source: str, filename: str) -> None:
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     if "compute_reward" not in functions or len(functions["compute_reward"].args.args) != 2:
         raise RewardFileError(f"{filename}: must define `def compute_reward(state, info) -> float` at top level")
+
+
+def module_bindings(tree: ast.Module, module_of: Callable):
+    """(name, module) for every plain assignment of a module to a name (`L = np.linalg`, `L: object = np`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            module = module_of(node.value)
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if module is not None and isinstance(target, ast.Name):
+                    yield target.id, module
 
 
 def restricted_code(source: str, filename: str) -> types.CodeType:

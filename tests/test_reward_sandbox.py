@@ -137,7 +137,7 @@ def test_escape_attempts_are_refused_with_a_clear_line(child, tmp_path, path, pr
     assert message.startswith(str(path)) and "\n" not in message, message
     if not precheck:  # what stops it when the pre-check is skipped: a RestrictedPython compile error or a guard
         assert header(path, "guard") in message, message
-    if path.stem.startswith("load_time"):
+    if path.stem.startswith("load_time") and not precheck:  # the pre-check refuses some of them from the text alone
         assert message.endswith("while loading the file"), message
     assert SECRET not in message
     assert not marker.exists() and not (Path.cwd() / LOAD_TIME_MARKER).exists()
@@ -489,6 +489,21 @@ def test_a_failing_reward_becomes_one_line_naming_file_step_env_and_reason(body,
 def test_the_precheck_names_the_line_of_the_first_problem():
     with pytest.raises(rewards.RewardFileError, match=r"^x.py: line 3 imports 'os'; only math, numpy, numpy.linalg"):
         source = "import math\n\nimport os\ndef compute_reward(state, info):\n    return 0\n"
+        rewards.check_reward_source(source, "x.py")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import numpy as np\nL = np.linalg\nM = L\ndef compute_reward(state, info):\n    return M.lstsq(state)\n",
+        "import numpy as np\ndef compute_reward(state, info):\n    L = np\n    return L.linalg.lstsq(state)\n",
+        "import numpy\ndef compute_reward(state, info):\n    if (L := numpy.linalg):\n        return L.lstsq(state)\n",
+    ],
+    ids=["module-constant", "local-name", "walrus"],
+)
+def test_the_trainers_text_check_follows_a_module_held_in_a_name(source):
+    # Without this the trainer accepts the file and a worker refuses it only at its first reset, minutes later.
+    with pytest.raises(rewards.RewardFileError, match=r"^x.py: line \d uses numpy.linalg.lstsq, which reward files may not$"):
         rewards.check_reward_source(source, "x.py")
 
 
