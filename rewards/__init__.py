@@ -1322,6 +1322,24 @@ def stop_signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
+@contextlib.contextmanager
+def children_ignore_stop_signals():
+    """Start multiprocessing children inside: they begin with Ctrl-C and SIGTERM ignored (an ignored signal stays
+    ignored across exec, so through their imports), where a signal to the process group would otherwise make each
+    print a traceback of its imports. This process loses nothing: the signals are blocked meanwhile, and Linux
+    keeps a blocked signal pending even while it is ignored, so it arrives once the handlers are back."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    with stop_signals_blocked():
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
 def ignore_stop_signals() -> None:
     """Ignore Ctrl-C and SIGTERM in a child whose parent stops and closes it, and lift a block inherited from
     stop_signals_blocked (what arrived meanwhile is dropped)."""

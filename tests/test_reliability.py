@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -498,3 +499,39 @@ def test_a_resume_on_another_number_of_ranks_says_how_to_resume(uninterrupted, t
 def test_a_bad_suite_is_rejected_by_the_parser_with_the_choices():
     code, stderr, _ = run_script("tgrpo.py", "--suite", "libero_long")
     assert code == 2 and "libero_long" in stderr and "libero_spatial" in stderr and "libero_10" in stderr
+
+
+POOL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {root!r})
+import libero_envs
+
+if __name__ == "__main__":
+    pool = libero_envs.EnvPool(2)
+    print("started", flush=True)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        pool.close()
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_while_the_env_workers_import_prints_no_traceback(tmp_path):
+    # A worker's imports take seconds after the pool starts it; a Ctrl-C to the process group then is for the
+    # parent, which closes the pool. Before the workers started with it ignored, each printed ~30 lines.
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_SCRIPT.format(root=str(ROOT)))
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_ctrl_c,
+        start_new_session=True,
+    )
+    assert process.stdout.readline() == "started\n"
+    time.sleep(0.5)  # the workers are importing torch and robosuite now
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
