@@ -30,16 +30,17 @@ import tyro
 from tqdm import tqdm
 
 import checkpoints
+import cli
 import libero_envs
 import openvla_policy
 import rewards
 import rollout
-from libero_envs import UsageError
+from cli import UsageError
 
 
 @dataclass
 class Args:
-    suite: Literal[libero_envs.Suite, "all"] = "libero_goal"
+    suite: Literal[cli.Suite, "all"] = "libero_goal"
     """LIBERO suite (libero_10 is "Long"), or `all`: spatial, object, goal and 10, with the paper's Table 1"""
     model: Optional[str] = None
     """the VLA: checkpoint dir, hub id, or `tiny` (built locally); default: OpenVLA's checkpoint of each suite"""
@@ -86,7 +87,7 @@ PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long")
 # Published success rates (%), Spatial / Object / Goal / Long / Average, 50 trials per task.
 PUBLISHED = {"OpenVLA SFT": (84.7, 88.4, 79.2, 53.7, 76.5), "TGRPO": (90.4, 92.2, 81.0, 59.2, 80.7)}
 PUBLISHED_NOTE = "Long: OpenVLA reports 53.7 for its own model; the TGRPO paper's table prints 51.1 for it."
-ROBUSTNESS_COLUMNS = ("clean", *libero_envs.PERTURBATIONS)  # clean, lan, object, swap, task
+ROBUSTNESS_COLUMNS = ("clean", *cli.PERTURBATIONS)  # clean, lan, object, swap, task
 # OpenVLA on LIBERO-PRO (success %), as published in the LIBERO-PRO README (github.com/Zxy-MLlab/LIBERO-PRO,
 # commit 2b910b5): clean from its "Motivation" table; lan/object/swap/task from its leaderboard (Sem/Obj/Pos/Task).
 PUBLISHED_ROBUSTNESS = {
@@ -108,16 +109,16 @@ PUBLISHED_ROBUSTNESS_NOTE = (
 def suites_of(suite: str) -> list:
     if suite == "all":
         return list(PAPER_SUITES)
-    if suite not in libero_envs.SUITES:
+    if suite not in cli.SUITES:
         if suite in libero_envs.benchmark.get_benchmark_dict() and libero_envs.missing_suite_files(suite):
             libero_envs.get_suite(suite)  # raises, naming the files this LIBERO distribution lacks
-        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(libero_envs.SUITES)}, or all")
+        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(cli.SUITES)}, or all")
     return [suite]
 
 
 def robustness_suites(suite: str) -> list:
     """libero_goal -> [libero_goal, libero_goal_lan, libero_goal_object, libero_goal_swap, libero_goal_task]."""
-    return [suite, *(f"{suite}_{key}" for key in libero_envs.PERTURBATIONS)]
+    return [suite, *(f"{suite}_{key}" for key in cli.PERTURBATIONS)]
 
 
 def check_task_ids(suite: str, task_ids) -> list:
@@ -164,9 +165,9 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--lora {lora_dir}: {problem}; pass a whole adapter (a tgrpo.py run or its adapter dir)")
     if args.robustness:
         for suite in suites:
-            if suite not in libero_envs.BASE_SUITES:
+            if suite not in cli.BASE_SUITES:
                 raise UsageError(
-                    f"--robustness --suite {suite}: pass a clean suite ({', '.join(libero_envs.BASE_SUITES)}) or all; "
+                    f"--robustness --suite {suite}: pass a clean suite ({', '.join(cli.BASE_SUITES)}) or all; "
                     "its four perturbation suites are evaluated with it"
                 )
             for perturbed in robustness_suites(suite)[1:]:
@@ -180,8 +181,8 @@ def protocol_departures(suite, task_ids, trials_per_task, max_steps, temperature
         departures.append(f"--task-ids {' '.join(map(str, task_ids))} (protocol: all tasks)")
     if trials_per_task != TRIALS_PER_TASK:
         departures.append(f"--trials-per-task {trials_per_task} (protocol: {TRIALS_PER_TASK})")
-    if max_steps != libero_envs.EVAL_MAX_STEPS[suite]:
-        departures.append(f"--max-steps {max_steps} (protocol for {suite}: {libero_envs.EVAL_MAX_STEPS[suite]})")
+    if max_steps != cli.EVAL_MAX_STEPS[suite]:
+        departures.append(f"--max-steps {max_steps} (protocol for {suite}: {cli.EVAL_MAX_STEPS[suite]})")
     if temperature != 0:
         departures.append(f"--temperature {temperature} (protocol: 0, greedy)")
     if camera_size != PROTOCOL_CAMERA_SIZE:
@@ -429,7 +430,7 @@ def evaluate_suite(
     task_ids = check_task_ids(suite, task_ids)
     if not 1 <= trials_per_task <= TRIALS_PER_TASK:
         raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
-    max_steps = max_steps or libero_envs.EVAL_MAX_STEPS[suite]
+    max_steps = max_steps or cli.EVAL_MAX_STEPS[suite]
     custom_states = init_states or {}
     rank, world_size = rank_and_world_size()
     episodes_by_task = {
@@ -622,13 +623,13 @@ def robustness_rows(results: dict) -> list:
     rows = {}
     for key, result in results.items():
         suite, model = result["suite"], result.get("model", "base")
-        base = libero_envs.base_suite(suite)
+        base = cli.base_suite(suite)
         row = rows.setdefault((base, model), {"suite": base, "model": model, "success": {}})
         row["success"][suite[len(base) + 1 :] or "clean"] = 100 * result["success_rate"]
     for row in rows.values():
         success = row["success"]
-        perturbed = [success[key] for key in libero_envs.PERTURBATIONS if key in success]
-        row["drop"] = {key: success["clean"] - success[key] for key in libero_envs.PERTURBATIONS if key in success}
+        perturbed = [success[key] for key in cli.PERTURBATIONS if key in success]
+        row["drop"] = {key: success["clean"] - success[key] for key in cli.PERTURBATIONS if key in success}
         complete = perturbed and "clean" in success
         row["mean_drop"] = success["clean"] - sum(perturbed) / len(perturbed) if complete else None
     return list(rows.values())
@@ -701,7 +702,7 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
             "init_states": "0..trials-1 of each task",
             "temperature": 0.0,
             "num_wait_steps": libero_envs.NUM_WAIT_STEPS,
-            "max_steps": libero_envs.EVAL_MAX_STEPS,
+            "max_steps": cli.EVAL_MAX_STEPS,
             "camera_size": PROTOCOL_CAMERA_SIZE,
             "seed": PROTOCOL_SEED,
             "fixture_placements": f"episode k: the k-th after seeding the task's env with {libero_envs.PLACEMENT_SEED}",
@@ -752,10 +753,10 @@ def main(args: Args) -> dict:
     results, loaded, policy = {}, None, None
     try:
         for n, (key, suite, model, lora_dir) in enumerate(runs):
-            if loaded != (libero_envs.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
+            if loaded != (cli.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
                 policy = None  # frees the 7B before the next one loads
                 policy = load_policy(args.model, suite, lora_dir, device, args.dtype)
-                loaded = (libero_envs.base_suite(suite), lora_dir)
+                loaded = (cli.base_suite(suite), lora_dir)
             result = evaluate_suite(
                 policy,
                 suite,

@@ -35,15 +35,16 @@ import requests
 import tyro
 from tqdm import tqdm
 
-import rewards
+import cli
 import libero_envs
 import openvla_policy
-from libero_envs import UsageError
+import rewards
+from cli import UsageError
 
 
 @dataclass
 class Args:
-    suite: Literal[libero_envs.Suite, "all"] = "libero_goal"
+    suite: Literal[cli.Suite, "all"] = "libero_goal"
     """LIBERO suite; `all` = libero_spatial, libero_object, libero_goal and libero_10 (libero_90 only by name)"""
     task_ids: Optional[tuple[int, ...]] = None
     """tasks of the suite (0-9; 0-89 for libero_90); default: every task of the suite"""
@@ -128,7 +129,7 @@ def select_tasks(suite: str, task_ids: Optional[tuple], rewards_dir: Optional[st
         for task_id in task_ids if task_ids is not None else range(libero_envs.get_suite(name).n_tasks):
             selected.append((name, task_id, libero_envs.get_task(name, task_id)))
     if suite == "all" and rewards_dir is not None:
-        for name in libero_envs.PERTURBED_SUITES:
+        for name in cli.PERTURBED_SUITES:
             for task_id, task in enumerate(libero_envs.get_suite(name).tasks):
                 if reward_path(rewards_dir, name, task).is_file():
                     selected.append((name, task_id, task))
@@ -205,7 +206,7 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
                 suite,
                 task.name,
                 libero_envs.task_instruction(suite, task_id),
-                max_steps=libero_envs.TRAIN_MAX_STEPS[suite],
+                max_steps=cli.TRAIN_MAX_STEPS[suite],
                 initial=initial,
             )
             states.append(initial)
@@ -483,7 +484,7 @@ same value twice for the same state, and different values across those states.
 {state_text}
 ```
 `info`: {{"suite": "{suite}", "task_name": "{task_name}", "instruction": "{instruction}", "max_steps": \
-{libero_envs.TRAIN_MAX_STEPS[suite]}, "initial": <the state dict above>}}
+{cli.TRAIN_MAX_STEPS[suite]}, "initial": <the state dict above>}}
 
 # The task's BDDL problem file
 

@@ -22,14 +22,11 @@ import tyro
 from tqdm import tqdm
 
 import rewards
+from cli import TRAIN_MAX_STEPS, Suite, UsageError, base_suite
 from libero_envs import (
     CONTROL_FREQ,
-    TRAIN_MAX_STEPS,
     EnvPool,
     EnvSpec,
-    Suite,
-    UsageError,
-    base_suite,
     env_horizon,
     get_init_states,
     get_suite,

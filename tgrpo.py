@@ -25,6 +25,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+import cli
 import evaluate
 import libero_envs
 import openvla_policy
@@ -39,7 +40,7 @@ from checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from libero_envs import UsageError
+from cli import UsageError
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the wandb entity (team)"""
 
-    suite: libero_envs.Suite = "libero_goal"
+    suite: cli.Suite = "libero_goal"
     """LIBERO suite (libero_10 is "Long")"""
     task_ids: Optional[tuple[int, ...]] = None
     """tasks to train on, visited in turn (default: every task of the suite)"""
@@ -581,7 +582,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
             f"sampling streams and update sums follow its ranks, so resume it as it ran: {launch} --resume {args.resume}"
         )
     task_ids = selected_task_ids(args)
-    max_steps = args.max_steps or libero_envs.TRAIN_MAX_STEPS[args.suite]
+    max_steps = args.max_steps or cli.TRAIN_MAX_STEPS[args.suite]
     reward_files = rollout.read_reward_files(args.suite, task_ids, args.reward_file)  # _lan/_swap: maybe the base's
     args = replace(args, groups_per_iteration=args.groups_per_iteration or world_size)
     groups_per_rank = args.groups_per_iteration // world_size

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from libero_envs import UsageError
+from cli import UsageError
 
 CHECKPOINT_NAMES = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
 STATE_FILE = "trainer_state.json"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path
-from typing import Literal, Optional, get_args
+from typing import Optional
 
 import numpy as np
 import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does: the other order segfaults)
@@ -35,31 +35,9 @@ from libero.libero.envs.env_wrapper import ControlEnv
 from robosuite.utils.observables import sensor
 
 import rewards
+from cli import PERTURBED_SUITES, SUITES, UsageError
 from openvla_image import preprocess_image
 from rewards import RewardFileError
-
-BASE_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-# LIBERO-PRO (arXiv 2510.03827) perturbation suites, shipped by the pinned LIBERO distribution as <base>_<key>:
-# the base suite's 10 tasks (same names, same task.language), each with its own BDDL files and 50 init states.
-PERTURBATIONS = {
-    "lan": "the instruction is paraphrased (same scene, same goal)",
-    "object": "objects are replaced by look-alikes of another appearance (new object names, so new goal predicates)",
-    "swap": "objects start at swapped positions (same objects, same goal)",
-    "task": "a different task in the same scene: a new goal and a new instruction",
-}
-PERTURBED_SUITES = {f"{base}_{key}": base for base in BASE_SUITES for key in PERTURBATIONS}  # suite -> base suite
-Suite = Literal[(*BASE_SUITES, "libero_90", *PERTURBED_SUITES)]
-SUITES = get_args(Suite)
-# Step caps of OpenVLA's LIBERO evaluation, set from the longest demonstration of each suite.
-EVAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
-# Training caps: the paper's 200 for spatial/object/goal; Long's demonstrations run up to 505 steps.
-TRAIN_MAX_STEPS = {"libero_spatial": 200, "libero_object": 200, "libero_goal": 200, "libero_10": 520, "libero_90": 400}
-for _suite, _base in PERTURBED_SUITES.items():  # a perturbation runs under its base suite's caps
-    EVAL_MAX_STEPS[_suite], TRAIN_MAX_STEPS[_suite] = EVAL_MAX_STEPS[_base], TRAIN_MAX_STEPS[_base]
-
-
-class UsageError(ValueError):
-    """Bad user input: the scripts print it as one line naming the flag, without a traceback."""
 
 
 class WorkerKeepsFailing(UsageError):
@@ -132,11 +110,6 @@ def missing_suite_files(suite: str) -> list:
         except OSError:  # FileNotFoundError
             missing.append(os.path.join(get_libero_path("init_states"), task.problem_folder, task.init_states_file))
     return list(dict.fromkeys(os.path.normpath(path) for path in missing))
-
-
-def base_suite(suite: str) -> str:
-    """libero_goal for libero_goal_swap (and every perturbation of libero_goal); a base suite is its own."""
-    return PERTURBED_SUITES.get(suite, suite)
 
 
 def task_instruction(suite: str, task_id: int) -> str:

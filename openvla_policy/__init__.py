@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from libero_envs import PERTURBED_SUITES, UsageError
+from cli import UsageError, base_suite
 
 ACTION_DIM = 7
 N_ACTION_BINS = 256
@@ -206,8 +206,8 @@ def action_log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor
 def default_checkpoint(suite: str) -> str:
     if suite == "libero_90":
         raise UsageError("OpenVLA published no libero_90 checkpoint: pass --model <dir|hub id> or --model tiny")
-    suite = PERTURBED_SUITES.get(suite, suite)  # a perturbation suite is run by its base suite's checkpoint
-    return f"openvla/openvla-7b-finetuned-{suite.replace('_', '-')}"
+    # A perturbation suite is run by its base suite's checkpoint.
+    return f"openvla/openvla-7b-finetuned-{base_suite(suite).replace('_', '-')}"
 
 
 def tiny_vla_dir() -> Path:
@@ -443,7 +443,7 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
         if warning:
             print(warning, flush=True)
     vla = vla.to(device)
-    action_stats = select_action_stats(vla.config.norm_stats, PERTURBED_SUITES.get(suite, suite))
+    action_stats = select_action_stats(vla.config.norm_stats, base_suite(suite))
     return VLAPolicy(vla, processor, action_stats, device)
 
 
