@@ -14,7 +14,6 @@ deterministic simulator). Every flag that departs from the protocol is printed a
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import deque
@@ -33,6 +32,7 @@ import checkpoints
 import cli
 import libero_envs
 import openvla_policy
+import ranks
 import rewards
 import rollout
 from cli import UsageError
@@ -151,7 +151,7 @@ def check_args(args: Args) -> None:
         if seconds <= 0:
             raise UsageError(f"{flag} {seconds}: use a positive number of seconds")
     rollout.check_device(args.device)
-    check_dist_backend(args.dist_backend, args.device)
+    ranks.check_dist_backend(args.dist_backend, args.device)
     for suite in suites:
         openvla_policy.resolve_checkpoint(args.model, suite)
     if args.lora and len(args.lora) != len(suites):
@@ -432,7 +432,7 @@ def evaluate_suite(
         raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
     max_steps = max_steps or cli.EVAL_MAX_STEPS[suite]
     custom_states = init_states or {}
-    rank, world_size = rank_and_world_size()
+    rank, world_size = ranks.rank_and_world_size()
     episodes_by_task = {
         t: custom_states.get(t, libero_envs.get_init_states(suite, t)[:trials_per_task])
         for t in task_ids[rank::world_size]
@@ -475,7 +475,7 @@ def evaluate_suite(
         if own_pool:
             pool.close()
     stopped, wall_time = bool(stop and stop()), time.perf_counter() - start
-    everything = gather_from_ranks((episodes, stopped, wall_time))
+    everything = ranks.gather_from_ranks((episodes, stopped, wall_time))
     if any(stopped for _, stopped, _ in everything):
         raise KeyboardInterrupt
     episodes = [record for part, _, _ in everything for record in part]
@@ -518,75 +518,6 @@ def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departure
         "tasks": tasks,
         "episodes": episodes,
     }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Data parallel under torchrun, which sets RANK, WORLD_SIZE and LOCAL_RANK (tgrpo.py uses these too)
-
-
-def start_distributed(backend: str, device: Optional[str]) -> tuple:
-    """(rank, world size, device). Under torchrun: join the process group (auto: nccl on GPUs, gloo on CPU),
-    and on GPUs take GPU LOCAL_RANK, for the model and for rendering; else (0, 1, device)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1, device
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    on_gpu = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
-    backend = ("nccl" if on_gpu else "gloo") if backend == "auto" else backend
-    check_dist_backend(backend, device)
-    if on_gpu:
-        if local_rank >= torch.cuda.device_count():
-            raise UsageError(
-                f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} ranks on this node, which has "
-                f"{torch.cuda.device_count()} GPU(s): one GPU per rank, so use --nproc-per-node {torch.cuda.device_count()}"
-            )
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(local_rank)
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # robosuite wants a GPU id from this list
-        egl_device = visible.split(",")[local_rank] if visible else str(local_rank)
-        os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", egl_device)  # the env workers inherit it
-    dist.init_process_group(backend)
-    return dist.get_rank(), world_size, device
-
-
-def check_dist_backend(backend: str, device: Optional[str]) -> None:
-    """nccl runs on GPUs only: refuse it on the CPU, under torchrun or not (without torchrun it would do nothing)."""
-    on_gpu = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
-    if backend == "nccl" and not on_gpu:
-        why = f"--device {device} keeps the ranks on the CPU" if torch.cuda.is_available() else "no CUDA GPU is visible"
-        raise UsageError(f"--dist-backend nccl: {why}, and nccl runs on GPUs only; use --dist-backend gloo (or auto)")
-
-
-def rank_and_world_size() -> tuple:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def gather_from_ranks(value) -> list:
-    """[rank 0's value, rank 1's, ...] on every rank; [value] in a single process."""
-    if not dist.is_initialized():
-        return [value]
-    values = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return values
-
-
-def sum_over_ranks(values: list) -> list:
-    """Elementwise sums of a list of numbers over the ranks (the list itself in a single process)."""
-    if not dist.is_initialized():
-        return list(values)
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    total = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.tolist()
-
-
-def from_rank0(value):
-    """Rank 0's value on every rank (e.g. a run directory named after rank 0's clock)."""
-    if not dist.is_initialized():
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -742,8 +673,8 @@ def planned_runs(args: Args) -> list:
 def main(args: Args) -> dict:
     check_args(args)
     runs = planned_runs(args)
-    rank, _, device = start_distributed(args.dist_backend, args.device)
-    run_dir = Path(from_rank0(str(run_dir_of(args))))
+    rank, _, device = ranks.start_distributed(args.dist_backend, args.device)
+    run_dir = Path(ranks.from_rank0(str(run_dir_of(args))))
     out, video_dir = run_dir / "results.json", run_dir / "videos"
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)

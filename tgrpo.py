@@ -29,6 +29,7 @@ import cli
 import evaluate
 import libero_envs
 import openvla_policy
+import ranks
 import rewards
 import rollout
 from checkpoints import (
@@ -262,39 +263,17 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
                     sums["approx_kl"] += ((ratio - 1) - log_ratio).sum().item() / num_steps
                     sums["clipfrac"] += ((ratio - 1).abs() > args.clip_coef).float().sum().item() / num_steps
                 sums["loss"] += loss_total.item()
-        sum_gradients_over_ranks(params)
+        ranks.sum_gradients_over_ranks(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm).item()
         optimizer.step()
-        stats = dict(zip(keys, evaluate.sum_over_ranks(list(sums.values()))), grad_norm=grad_norm)
+        stats = dict(zip(keys, ranks.sum_over_ranks(list(sums.values()))), grad_norm=grad_norm)
     policy.model.eval()
     # Teacher-forced vs sampling log-probs: ~1e-6 in fp32; in bf16 it shows how far the two numerics drift.
     sampled = [group.log_probs[mask.numpy()] for group, mask in zip(groups, masks)]
     mismatch = sum(float(np.abs(old.numpy() - logp).sum()) for old, logp in zip(old_logp, sampled))
-    mismatch, count = evaluate.sum_over_ranks([mismatch, sum(len(logp) for logp in sampled)])
+    mismatch, count = ranks.sum_over_ranks([mismatch, sum(len(logp) for logp in sampled)])
     stats["logprob_mismatch"] = mismatch / max(count, 1)
     return stats
-
-
-def sum_gradients_over_ranks(params: list) -> None:
-    """One all-reduce of all LoRA gradients, flattened (a no-op in a single process)."""
-    if not torch.distributed.is_initialized():
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([grad.flatten() for grad in grads])
-    torch.distributed.all_reduce(flat)
-    for p, grad in zip(params, flat.split([grad.numel() for grad in grads])):
-        p.grad = grad.view_as(p)
-
-
-def check_ranks_agree(params: list) -> None:
-    """Stop if the ranks' adapters differ (they take the same steps from the same start, so they never should)."""
-    checksum = [
-        float(sum(p.detach().double().sum() for p in params)),
-        float(sum(p.detach().double().square().sum() for p in params)),
-    ]
-    sums = evaluate.gather_from_ranks(checksum)
-    if any(not np.allclose(other, sums[0], rtol=1e-9, atol=0) for other in sums):
-        raise RuntimeError(f"the ranks' adapters differ (checksums {sums}); please report this as a bug")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -416,7 +395,7 @@ def check_args(args: Args) -> None:
     for task_id in task_ids:
         libero_envs.get_task(args.suite, task_id)
     rollout.check_device(args.device)
-    evaluate.check_dist_backend(args.dist_backend, args.device)
+    ranks.check_dist_backend(args.dist_backend, args.device)
     openvla_policy.resolve_checkpoint(args.model, args.suite)
 
 
@@ -559,10 +538,10 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
 def main(args: Args, given_flags: set = frozenset()) -> dict:
     """Train; `given_flags` (see flags_given) are the flags of the command line, which --resume checks."""
     check_args(args)  # the command line, before the ranks meet
-    rank, world_size, device = evaluate.start_distributed(args.dist_backend, args.device)
+    rank, world_size, device = ranks.start_distributed(args.dist_backend, args.device)
     saved, checkpoint = None, None
     if args.resume:  # rank 0 verifies and tidies what a crash may have left; the others wait for it
-        checkpoint = Path(evaluate.from_rank0(str(find_checkpoint(Path(args.resume))) if rank == 0 else None))
+        checkpoint = Path(ranks.from_rank0(str(find_checkpoint(Path(args.resume))) if rank == 0 else None))
         saved, _ = read_trainer_state(checkpoint)
         args = resumed_args(args, saved["args"], Path(args.resume), given_flags)
         check_args(args)
@@ -586,7 +565,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
     reward_files = rollout.read_reward_files(args.suite, task_ids, args.reward_file)  # _lan/_swap: maybe the base's
     args = replace(args, groups_per_iteration=args.groups_per_iteration or world_size)
     groups_per_rank = args.groups_per_iteration // world_size
-    run_dir = prepare_run_dir(args, started=evaluate.from_rank0(int(time.time())))
+    run_dir = prepare_run_dir(args, started=ranks.from_rank0(int(time.time())))
     writer = start_logging(args, run_dir) if rank == 0 else None
 
     random.seed(args.seed)
@@ -623,7 +602,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
 
     def checkpoint_now(compare_ranks: bool = True) -> Optional[Path]:
         if compare_ranks:
-            check_ranks_agree(params)
+            ranks.check_ranks_agree(params)
         state = {"iteration": boundary["iteration"], "args": asdict(args), "reward_sha256": reward_hashes}
         state["world_size"] = world_size
         return save_checkpoint(run_dir, policy.model, optimizer, state, boundary["rng"]) if rank == 0 else None
@@ -668,7 +647,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
                     for group, mask in zip(groups, masks)
                 )
             )
-            num_steps, stopping = evaluate.sum_over_ranks([sum(int(mask.sum()) for mask in masks), len(stop_requests)])
+            num_steps, stopping = ranks.sum_over_ranks([sum(int(mask.sum()) for mask in masks), len(stop_requests)])
             if stopping:  # every rank sees the same sum, so all stop here together
                 raise KeyboardInterrupt
 
@@ -678,7 +657,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
             timing = {**groups[0].timing, "update": time.perf_counter() - update_tick}
             timing["iteration"] = time.perf_counter() - tick
             summary = summarize_groups(groups, masks, step_advantages, traj_advantages)
-            parts = evaluate.gather_from_ranks(summary)
+            parts = ranks.gather_from_ranks(summary)
             if rank == 0:
                 summary = {key: np.concatenate([part[key] for part in parts]) for key in summary}
                 scalars = log_iteration(writer, iteration + 1, summary, stats, timing, args.learning_rate)
