@@ -442,7 +442,10 @@ def evaluate_suite(
     own_pool = pool is None
     most_episodes = max([len(states) for states in episodes_by_task.values()], default=1)
     pool = pool or libero_envs.EnvPool(
-        min(num_envs, most_episodes), step_timeout=step_timeout, reset_timeout=reset_timeout
+        min(num_envs, most_episodes),
+        openvla_policy.preprocess_image,
+        step_timeout=step_timeout,
+        reset_timeout=reset_timeout,
     )
     total = sum(len(states) for states in episodes_by_task.values())
     bar = tqdm(total=total, desc=suite, disable=not progress or rank > 0, dynamic_ncols=True)
@@ -680,7 +683,9 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     # The workers boot (import LIBERO, start MuJoCo) while the model loads.
     num_envs = min(args.num_envs, args.trials_per_task)
-    pool = libero_envs.EnvPool(num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
+    pool = libero_envs.EnvPool(
+        num_envs, openvla_policy.preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
+    )
     results, loaded, policy = {}, None, None
     try:
         for n, (key, suite, model, lora_dir) in enumerate(runs):

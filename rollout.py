@@ -35,7 +35,7 @@ from libero_envs import (
     task_goal,
     task_instruction,
 )
-from openvla_policy import ACTION_DIM, VLAPolicy, load_vla, resolve_checkpoint
+from openvla_policy import ACTION_DIM, VLAPolicy, load_vla, preprocess_image, resolve_checkpoint
 from rewards import RewardFileError
 
 VideoChoice = Literal["none", "failures", "all"]
@@ -453,7 +453,9 @@ def main(args: Args) -> None:
     reward_files = read_reward_files(args.suite, list(tasks), args.reward_file)
     seed_everything(args.seed)
     # The workers boot while the model loads.
-    pool = EnvPool(args.num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
+    pool = EnvPool(
+        args.num_envs, preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
+    )
     try:
         policy = load_vla(args.model, args.suite, args.device, args.dtype)
         for task_id, task in tasks.items():

@@ -575,7 +575,9 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
 
     # The workers boot while the model loads; they ignore SIGTERM, so every way out closes them.
     num_envs = groups_per_rank * args.num_envs
-    pool = libero_envs.EnvPool(num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
+    pool = libero_envs.EnvPool(
+        num_envs, openvla_policy.preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
+    )
     try:
         policy, optimizer = load_trainable_policy(args, checkpoint, device)
         # Before the first collection: an update that cannot fit stops the run here, not after an hour of rollouts.

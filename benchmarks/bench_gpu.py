@@ -271,7 +271,7 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
         termination="independent",
     )
     tick = time.perf_counter()
-    pool = libero_envs.EnvPool(args.num_envs)
+    pool = libero_envs.EnvPool(args.num_envs, openvla_policy.preprocess_image)
     try:
         rollout.collect_group(policy, pool, max_steps=2, **collect)  # warm-up: starts the workers, builds the envs
         start_up = time.perf_counter() - tick

@@ -1,5 +1,6 @@
-"""LIBERO for TGRPO: the suites and their facts, envs reset the way OpenVLA's evaluation resets them, and a pool
-of env worker processes that step in parallel (and run the confined reward code, see rewards/).
+"""LIBERO for TGRPO: the suites' tasks, init states and goals, envs reset the way OpenVLA's evaluation resets them,
+and a pool of env worker processes that step in parallel, apply the policy's image pipeline they are given, and
+run the confined reward code (see rewards/). The suite names and step caps are in cli/.
 
 The conventions (wait steps, fixture placements, instruction sources) are in the README, "Conventions".
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does: the other order segfaults)
@@ -36,7 +37,6 @@ from robosuite.utils.observables import sensor
 
 import rewards
 from cli import PERTURBED_SUITES, SUITES, UsageError
-from openvla_image import preprocess_image
 from rewards import RewardFileError
 
 
@@ -227,16 +227,18 @@ class EnvSpec:
     camera_size: int = 256
 
 
-def observe(env, obs: dict, step: int, success: bool) -> dict:
-    image = preprocess_image(obs["agentview_image"])
+def observe(env, obs: dict, step: int, success: bool, image_pipeline: Optional[Callable]) -> dict:
+    frame = obs["agentview_image"]  # as rendered: upside down
+    image = frame if image_pipeline is None else image_pipeline(frame)
     return {"image": image, "state": rewards.build_reward_state(env, obs, step, success), "done": bool(success)}
 
 
-def run_env_command(held: dict, command: str, payload):
+def run_env_command(held: dict, command: str, payload, image_pipeline: Optional[Callable] = None):
     """Execute one command on the env in `held`; shared by worker processes and serial mode.
 
-    reset: (EnvSpec, init state, fixture placement number); step: an action. No reward is computed here: reward
-    code runs only in reward processes (see EnvPool).
+    reset: (EnvSpec, init state, fixture placement number); step: an action. The observation's "image" is the
+    agentview frame through `image_pipeline` (see EnvPool). No reward is computed here: reward code runs only in
+    reward processes (see EnvPool).
     """
     if command == "reset":
         spec, init_state, placement = payload
@@ -248,15 +250,15 @@ def run_env_command(held: dict, command: str, payload):
         held["step"] = 0
         rng_states = held.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
         obs = reset_env(held["env"], init_state, placement, rng_states)
-        return observe(held["env"], obs, step=0, success=False)
+        return observe(held["env"], obs, step=0, success=False, image_pipeline=image_pipeline)
     if command == "step":
         obs, _, done, _ = held["env"].step(payload)
         held["step"] += 1
-        return observe(held["env"], obs, held["step"], done)
+        return observe(held["env"], obs, held["step"], done, image_pipeline)
     raise ValueError(f"unknown env command {command!r}")
 
 
-def env_worker(conn, log_path: str) -> None:
+def env_worker(conn, log_path: str, image_pipeline: Optional[Callable]) -> None:
     """Worker process main loop: one env, commands in, observations (or an error's traceback) out."""
     # Ctrl-C and a scheduler's SIGTERM reach the whole process group; they are for the main process, which saves
     # and then closes us.
@@ -268,7 +270,7 @@ def env_worker(conn, log_path: str) -> None:
             if command == "close":
                 os._exit(0)  # skip teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
             try:
-                reply = ("ok", run_env_command(held, command, payload))
+                reply = ("ok", run_env_command(held, command, payload, image_pipeline))
             except Exception:
                 reply = ("error", traceback.format_exc())  # the pool logs it and prints one line
             conn.send(reply)
@@ -309,6 +311,9 @@ class EnvPool:
     at the env's first reset with a job): confined by the kernel, with limits on CPU time and memory, and never
     the worker or this process. A reward file that fails, exceeds a limit or crashes its process raises
     RewardFileError instead of a failed env: the file's fault, not the simulator's.
+    `image_pipeline`: what the policy sees of a rendered agentview frame, applied in the workers so that it runs
+    in parallel with the envs (the policy's own, e.g. openvla_policy.preprocess_image; a module-level function, so
+    that it pickles by name). None: the frame as rendered (upside down).
     `parallel=False` steps the envs one after another in this process (rewards still in their processes): for
     benchmarks only.
     """
@@ -316,13 +321,14 @@ class EnvPool:
     def __init__(
         self,
         num_envs: int,
+        image_pipeline: Optional[Callable] = None,
         parallel: bool = True,
         step_timeout: float = 60.0,
         reset_timeout: float = 300.0,
         max_failures: int = 3,
         log_path: Optional[str] = None,
     ):
-        self.num_envs, self.parallel = num_envs, parallel
+        self.num_envs, self.image_pipeline, self.parallel = num_envs, image_pipeline, parallel
         self.step_timeout, self.reset_timeout, self.max_failures = step_timeout, reset_timeout, max_failures
         self.log_path = Path(log_path or Path(tempfile.gettempdir()) / f"libero_env_workers_{os.getpid()}.log")
         self.context = mp.get_context("spawn")  # never fork a process that holds torch threads or a GL context
@@ -342,7 +348,10 @@ class EnvPool:
     def _start_worker(self, i: int) -> None:
         parent_conn, child_conn = self.context.Pipe()
         worker = self.context.Process(
-            target=env_worker, args=(child_conn, str(self.log_path)), daemon=True, name=f"libero-env-{i}"
+            target=env_worker,
+            args=(child_conn, str(self.log_path), self.image_pipeline),
+            daemon=True,
+            name=f"libero-env-{i}",
         )
         # Mesa's llvmpipe renders with one thread per core by default; with several workers per core, their
         # threads only contend (measured: 7.7 -> 10.2 steps/s for 4 workers on 2 cores). Spawn copies os.environ.
@@ -412,7 +421,7 @@ class EnvPool:
         replies = {}
         for i, payload in zip(ids, payloads):
             try:
-                replies[i] = ("ok", run_env_command(self.serial_envs[i], command, payload))
+                replies[i] = ("ok", run_env_command(self.serial_envs[i], command, payload, self.image_pipeline))
             except Exception:
                 replies[i] = ("error", traceback.format_exc())
         return replies

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from cli import UsageError, base_suite
+from openvla_image import preprocess_image  # noqa: F401  (the policy's view of a frame: the scripts give it to EnvPool)
 
 ACTION_DIM = 7
 N_ACTION_BINS = 256

@@ -21,7 +21,7 @@ SUITE, TASK_ID = "libero_goal", 8
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = libero_envs.EnvPool(2, step_timeout=60.0)
+    pool = libero_envs.EnvPool(2, openvla_policy.preprocess_image, step_timeout=60.0)
     yield pool
     pool.close()
 

@@ -22,7 +22,7 @@ SMALL = dict(max_steps=2, camera_size=128)
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = libero_envs.EnvPool(1, step_timeout=60.0)
+    pool = libero_envs.EnvPool(1, openvla_policy.preprocess_image, step_timeout=60.0)
     yield pool
     pool.close()
 
