@@ -277,6 +277,79 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Update memory: estimated before the first collection, so that a run whose update cannot fit stops before
+# an hour of rollouts rather than at its first update.
+
+# Activation memory of one sample in the update, in bytes per frozen base parameter, with gradient checkpointing
+# on (True) or off; and the rest (allocator slack, cuBLAS workspaces). Fitted to the peak memory torch reserved
+# in benchmarks/bench_gpu.py on OpenVLA-7B's shapes (H100, ~290 tokens per sample, micro-batch 1-16: 0.94 and
+# 3.45 GB per sample, within 0.3 GB of every measured peak). The parameter count stands in for width x depth,
+# which holds within the OpenVLA-7B family, not for arbitrary architectures.
+UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.125, False: 0.46}
+UPDATE_FIXED_BYTES = 0.5e9
+
+
+def estimate_update_memory(
+    num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int, gradient_checkpointing: bool
+) -> float:
+    """Peak GPU memory (bytes) of tgrpo.py's `update_policy`: the frozen base weights, the fp32 LoRA weights with their
+    gradients and two AdamW moments (16 bytes per LoRA parameter), and one micro-batch's activations."""
+    activations = micro_batch_size * UPDATE_ACTIVATION_BYTES_PER_PARAM[gradient_checkpointing] * num_params
+    return num_params * param_bytes + 16 * lora_params + activations + UPDATE_FIXED_BYTES
+
+
+def update_memory_problem(
+    num_params: int,
+    param_bytes: int,
+    lora_params: int,
+    micro_batch_size: int,
+    gradient_checkpointing: bool,
+    available_bytes: float,
+) -> Optional[str]:
+    """None if the update fits in `available_bytes`; otherwise one line naming the flags that would fit."""
+
+    def need(size: int, checkpointing: bool) -> float:
+        return estimate_update_memory(num_params, param_bytes, lora_params, size, checkpointing)
+
+    def flags(size: int, checkpointing: bool) -> str:
+        return f"--micro-batch-size {size}" + (" --gradient-checkpointing" if checkpointing else "")
+
+    if need(micro_batch_size, gradient_checkpointing) <= available_bytes:
+        return None
+    fits = []
+    for checkpointing in sorted({gradient_checkpointing, True}):  # never suggest turning checkpointing off
+        sizes = [size for size in range(micro_batch_size, 0, -1) if need(size, checkpointing) <= available_bytes]
+        if sizes:
+            fits.append(flags(sizes[0], checkpointing))
+    advice = f"these fit: {' or '.join(fits)}" if fits else "nothing fits: use a GPU with more free memory"
+    needed_gb, available_gb = need(micro_batch_size, gradient_checkpointing) / 1e9, available_bytes / 1e9
+    return (
+        f"{flags(micro_batch_size, gradient_checkpointing)}: the update needs about {needed_gb:.0f} GB of GPU memory "
+        f"and {available_gb:.0f} GB are free; {advice}"
+    )
+
+
+def check_update_memory(policy, micro_batch_size: int, gradient_checkpointing: bool) -> None:
+    """Stop, naming flags that fit, when the update's estimated peak exceeds the GPU's free memory (CUDA only)."""
+    if policy.device.type != "cuda":
+        return
+    frozen = [p for p in policy.model.parameters() if not p.requires_grad]
+    lora_params = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
+    free, _ = torch.cuda.mem_get_info(policy.device)
+    available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
+    problem = update_memory_problem(
+        sum(p.numel() for p in frozen),
+        frozen[0].element_size(),
+        lora_params,
+        micro_batch_size,
+        gradient_checkpointing,
+        available,
+    )
+    if problem:
+        raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Resuming: the checkpoint files themselves (writing, verifying, falling back) are in checkpoints/
 
 # Flags a resumed run may change: they do not alter what is learned (micro-batching only regroups the sums).
@@ -581,7 +654,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
     try:
         policy, optimizer = load_trainable_policy(args, checkpoint, device)
         # Before the first collection: an update that cannot fit stops the run here, not after an hour of rollouts.
-        openvla_policy.check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
+        check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
     except BaseException:
         pool.close()
         raise
