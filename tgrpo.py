@@ -136,34 +136,33 @@ class Args:
     """torch.distributed backend under torchrun: auto is nccl on GPUs, gloo on CPU"""
 
 
+def group_zscore(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / (std + eps) across the group (dim 0), over the entries `mask` keeps; 0 where masked out, and 0
+    wherever the kept values are all equal (or only one is kept), never NaN.
+
+    The std is the biased one (divide by n): the N trajectories are the whole population being ranked, not a
+    sample of a larger one, and it stays defined at n = 1 (GRPO implementations differ here; with N = 4 the
+    unbiased std is 15% larger, which only rescales the advantage).
+    """
+    weight = mask.to(values.dtype)
+    count = weight.sum(0).clamp(min=1)
+    mean = (values * weight).sum(0) / count
+    std = (((values - mean) ** 2 * weight).sum(0) / count).sqrt()
+    spread = torch.where(mask, values, -torch.inf).amax(0) - torch.where(mask, values, torch.inf).amin(0)
+    return torch.where(mask & (spread > 0), (values - mean) / (std + eps), 0.0)
+
+
 def compute_advantages(
     rewards: torch.Tensor, mask: torch.Tensor, alpha_step: float, alpha_traj: float, eps: float = 1e-8
 ):
-    """TGRPO's advantage for one group of N trajectories: (fused, step-level S, trajectory-level T).
+    """TGRPO's advantage for one group of N trajectories, rewards and mask (N, T): (fused, step-level S, trajectory-level T).
 
-    S[i, t] is the z-score of R[i, t] across the trajectories that exist at step t; T[i] is the z-score of
-    the return G[i] = sum_t R[i, t] across the N trajectories. fused = alpha_step * S + alpha_traj * T, shape
-    (N, T); masked-out steps are 0, and wherever the compared values are all equal (or only one exists) the
-    z-score is 0, never NaN.
-
-    The std is the biased one (divide by n): the N trajectories are the whole population being ranked,
-    not a sample of a larger one, and it stays defined at n = 1 (GRPO implementations differ here;
-    with N = 4 the unbiased std is 15% larger, which only rescales the advantage).
+    S[i, t] z-scores R[i, t] across the trajectories that exist at step t; T[i] z-scores the return
+    G[i] = sum_t R[i, t] across the N trajectories. fused = alpha_step * S + alpha_traj * T, 0 on masked-out steps.
     """
-    weight = mask.to(rewards.dtype)
-    count = weight.sum(0)
-    mean = (rewards * weight).sum(0) / count.clamp(min=1)
-    std = (((rewards - mean) ** 2 * weight).sum(0) / count.clamp(min=1)).sqrt()
-    spread = torch.where(mask, rewards, -torch.inf).amax(0) - torch.where(mask, rewards, torch.inf).amin(0)
-    step = torch.where(mask & (spread > 0), (rewards - mean) / (std + eps), 0.0)
-
-    returns, exists = (rewards * weight).sum(1), mask.any(1)
-    n = exists.sum().clamp(min=1)
-    mean_return = returns[exists].sum() / n
-    std_return = (((returns - mean_return) ** 2)[exists].sum() / n).sqrt()
-    tied = returns[exists].numel() < 2 or bool(returns[exists].max() == returns[exists].min())
-    traj = torch.zeros_like(returns) if tied else torch.where(exists, (returns - mean_return) / (std_return + eps), 0.0)
-
+    step = group_zscore(rewards, mask, eps)
+    returns = (rewards * mask.to(rewards.dtype)).sum(1)
+    traj = group_zscore(returns, mask.any(1), eps)
     fused = torch.where(mask, alpha_step * step + alpha_traj * traj[:, None], 0.0)
     return fused, step, traj
 
