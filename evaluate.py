@@ -23,7 +23,6 @@ from typing import Callable, Literal, Optional
 
 import imageio
 import numpy as np
-import torch
 import torch.distributed as dist
 import tyro
 from tqdm import tqdm
@@ -679,8 +678,7 @@ def main(args: Args) -> dict:
     rank, _, device = ranks.start_distributed(args.dist_backend, args.device)
     run_dir = Path(ranks.from_rank0(str(run_dir_of(args))))
     out, video_dir = run_dir / "results.json", run_dir / "videos"
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    rollout.seed_everything(args.seed)
     # The workers boot (import LIBERO, start MuJoCo) while the model loads.
     num_envs = min(args.num_envs, args.trials_per_task)
     pool = libero_envs.EnvPool(

@@ -9,6 +9,7 @@ action tokens of all live envs, of every group, in one batched call; each env li
 
 import hashlib
 import json
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -401,6 +402,8 @@ def save_videos(group: Group, directory: Path, which: str) -> list:
 
 
 def seed_everything(seed: int) -> None:
+    """Every script's --seed: python's, numpy's and torch's RNGs (the sampling; fixture placements have their own)."""
+    random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 

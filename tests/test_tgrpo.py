@@ -222,8 +222,10 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     ]
 
     events = EventAccumulator(str(stopped)).Reload()
-    assert [e.step for e in events.Scalars("charts/success_rate")] == [1, 2]
-    assert [e.step for e in events.Scalars("eval/success_rate")] == [2]
+    # Every scalar against global_step, the env steps so far: 2 envs x 3 steps an iteration (none succeeds in 3).
+    assert [e.step for e in events.Scalars("charts/success_rate")] == [6, 12]
+    assert [(e.step, e.value) for e in events.Scalars("charts/iteration")] == [(6, 1.0), (12, 2.0)]
+    assert [e.step for e in events.Scalars("eval/success_rate")] == [12]
     tags = ("charts/return_mean", "losses/loss", "losses/grad_norm", "losses/approx_kl", "advantages/traj_std")
     for tag in (*tags, "charts/SPS", "time/simulation", "time/update", "charts/learning_rate"):
         assert tag in events.Tags()["scalars"], tag
@@ -241,7 +243,7 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     out = capsys.readouterr().out
     assert "resuming" in out and "at iteration 3" in out and f"{reward_file} changed since the checkpoint" in out
     assert resumed["iteration"] == 3
-    assert [e.step for e in EventAccumulator(str(stopped)).Reload().Scalars("charts/success_rate")] == [1, 2, 3]
+    assert [e.step for e in EventAccumulator(str(stopped)).Reload().Scalars("charts/success_rate")] == [6, 12, 18]
     after = adapter_weights(stopped)
     assert after.keys() == before.keys() and any(not torch.equal(after[name], before[name]) for name in after)
 
