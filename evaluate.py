@@ -396,6 +396,17 @@ def evaluate_task(
 # A whole suite (the function tgrpo.py calls for periodic evaluation)
 
 
+def check_suite_request(suite: str, task_ids, trials_per_task: int, video: str, video_dir: Optional[str]) -> list:
+    """The tasks evaluate_suite runs, once its arguments are checked (its callers need not go through check_args)."""
+    suites_of(suite)
+    task_ids = check_task_ids(suite, task_ids)
+    if not 1 <= trials_per_task <= TRIALS_PER_TASK:
+        raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
+    if video != "none" and video_dir is None:
+        raise ValueError("video_dir is needed to write videos")
+    return task_ids
+
+
 def evaluate_suite(
     policy: openvla_policy.VLAPolicy,
     suite: str,
@@ -425,10 +436,7 @@ def evaluate_suite(
     same as one process computes for greedy decoding. `stop()` turning true on any rank ends the evaluation
     early on all of them with KeyboardInterrupt.
     """
-    suites_of(suite)
-    task_ids = check_task_ids(suite, task_ids)
-    if not 1 <= trials_per_task <= TRIALS_PER_TASK:
-        raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
+    task_ids = check_suite_request(suite, task_ids, trials_per_task, video, video_dir)
     max_steps = max_steps or cli.EVAL_MAX_STEPS[suite]
     custom_states = init_states or {}
     rank, world_size = ranks.rank_and_world_size()
@@ -436,15 +444,10 @@ def evaluate_suite(
         t: custom_states.get(t, libero_envs.get_init_states(suite, t)[:trials_per_task])
         for t in task_ids[rank::world_size]
     }
-    if video != "none" and video_dir is None:
-        raise ValueError("video_dir is needed to write videos")
     own_pool = pool is None
-    most_episodes = max([len(states) for states in episodes_by_task.values()], default=1)
+    size = min(num_envs, max([len(states) for states in episodes_by_task.values()], default=1))
     pool = pool or libero_envs.EnvPool(
-        min(num_envs, most_episodes),
-        openvla_policy.preprocess_image,
-        step_timeout=step_timeout,
-        reset_timeout=reset_timeout,
+        size, openvla_policy.preprocess_image, step_timeout=step_timeout, reset_timeout=reset_timeout
     )
     total = sum(len(states) for states in episodes_by_task.values())
     bar = tqdm(total=total, desc=suite, disable=not progress or rank > 0, dynamic_ncols=True)
@@ -476,16 +479,19 @@ def evaluate_suite(
         bar.close()
         if own_pool:
             pool.close()
-    stopped, wall_time = bool(stop and stop()), time.perf_counter() - start
-    everything = ranks.gather_from_ranks((episodes, stopped, wall_time))
-    if any(stopped for _, stopped, _ in everything):
-        raise KeyboardInterrupt
-    episodes = [record for part, _, _ in everything for record in part]
-    wall_time = max(wall_time for _, _, wall_time in everything)
+    episodes, wall_time = gather_episodes(episodes, bool(stop and stop()), time.perf_counter() - start)
     departures = protocol_departures(
         suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states=bool(custom_states)
     )
     return summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, wall_time)
+
+
+def gather_episodes(episodes: list, stopped: bool, wall_time: float) -> tuple:
+    """(every rank's episode records, the longest wall time); KeyboardInterrupt on all ranks if any was stopped."""
+    everything = ranks.gather_from_ranks((episodes, stopped, wall_time))
+    if any(stopped for _, stopped, _ in everything):
+        raise KeyboardInterrupt
+    return [record for part, _, _ in everything for record in part], max(wall_time for _, _, wall_time in everything)
 
 
 def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, wall_time) -> dict:

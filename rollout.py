@@ -182,7 +182,7 @@ class Group:
     success: np.ndarray  # (N,) bool
     lengths: np.ndarray  # (N,) int
     failed: np.ndarray  # (N,) bool: the env crashed or hung
-    timing: dict = field(default_factory=dict)  # seconds: simulation, policy, reward, other, total
+    timing: dict = field(default_factory=dict)  # seconds: simulation (reward calls included), policy, other, total
 
     @property
     def returns(self) -> np.ndarray:
@@ -218,6 +218,48 @@ def group_generator(seed: int, group_index: int, device) -> torch.Generator:
     """The sampling stream of a run's `group_index`-th group: the same whichever process or batch collects it."""
     state = np.random.SeedSequence([seed, group_index]).generate_state(2, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state >> np.uint64(1)))
+
+
+def envs_per_group(num_envs: int, num_groups: int, termination: str, max_steps: int) -> int:
+    """N: the pool's envs split evenly over the groups, once collect_groups' arguments are checked."""
+    if termination not in ("first-success", "independent"):
+        raise UsageError(f"--termination {termination!r}: use first-success or independent")
+    if max_steps < 1:
+        raise UsageError(f"--max-steps {max_steps}: a trajectory needs at least one step")
+    n, rest = divmod(num_envs, num_groups)
+    if n == 0 or rest:
+        raise ValueError(f"{num_envs} envs cannot hold {num_groups} groups of equal size")
+    return n
+
+
+def first_observations(results: list, stop: Optional[Callable]) -> tuple:
+    """(failed, live, current image) of each env after the reset: a failed env shows a blank frame, takes no step."""
+    failed = np.array([r is None for r in results])
+    live = ~failed & (stop is None or not stop())  # a stop requested during the reset: not a single step
+    image_shape = next((r["image"].shape for r in results if r is not None), (0, 0, 3))
+    current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
+    return failed, live, current
+
+
+def reward_jobs(suite: str, starts: list, reward_files: dict, max_steps: int, reward_limits: tuple) -> tuple:
+    """(tasks, instructions, RewardJobs) of the groups that start at `starts`, one each."""
+    tasks = [get_task(suite, start.task_id) for start in starts]
+    instructions = [task_instruction(suite, start.task_id) for start in starts]  # the perturbed one on _lan/_task
+    jobs = [
+        RewardJob(file.path, file.source, suite, task.name, instruction, max_steps, *reward_limits)
+        for file, task, instruction in zip((reward_files[s.task_id] for s in starts), tasks, instructions)
+    ]
+    return tasks, instructions, jobs
+
+
+def blank_step(num_envs: int) -> dict:
+    """One step's arrays for every env of the pool, zeros until the step fills in its live envs."""
+    return {
+        "tokens": np.zeros((num_envs, ACTION_DIM), np.int64),
+        "log_probs": np.zeros(num_envs, np.float32),
+        "rewards": np.zeros(num_envs, np.float32),
+        "mask": np.zeros(num_envs, bool),
+    }
 
 
 def collect_group(
@@ -296,30 +338,16 @@ def collect_groups(
     The rewards are computed in confined reward processes with `reward_files[task_id]` (`reward_limits`: CPU
     seconds per call, MB of address space). When `stop()` turns true, every trajectory ends after the step in progress.
     """
-    if termination not in ("first-success", "independent"):
-        raise UsageError(f"--termination {termination!r}: use first-success or independent")
-    if max_steps < 1:
-        raise UsageError(f"--max-steps {max_steps}: a trajectory needs at least one step")
-    n, rest = divmod(pool.num_envs, len(starts))
-    if n == 0 or rest:
-        raise ValueError(f"{pool.num_envs} envs cannot hold {len(starts)} groups of equal size")
+    n = envs_per_group(pool.num_envs, len(starts), termination, max_steps)
     group_of = np.repeat(np.arange(len(starts)), n)  # env -> group
-    tasks = [get_task(suite, start.task_id) for start in starts]
-    instructions = [task_instruction(suite, start.task_id) for start in starts]  # the perturbed one on _lan/_task
-    jobs = [
-        RewardJob(file.path, file.source, suite, task.name, instruction, max_steps, *reward_limits)
-        for file, task, instruction in zip((reward_files[s.task_id] for s in starts), tasks, instructions)
-    ]
+    tasks, instructions, jobs = reward_jobs(suite, starts, reward_files, max_steps, reward_limits)
     timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
     start_time = time.perf_counter()
     results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size, stop=stop)
     timing["simulation"] += time.perf_counter() - start_time
-    failed = np.array([r is None for r in results])
-    live = ~failed & (stop is None or not stop())  # a stop requested during the reset: not a single step
-    image_shape = next((r["image"].shape for r in results if r is not None), (0, 0, 3))
-    current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
+    failed, live, current = first_observations(results, stop)
     success, lengths, steps_taken = np.zeros(len(live), bool), np.zeros(len(live), np.int64), np.zeros(len(starts), int)
-    images, tokens, log_probs, rewards_, masks = [], [], [], [], []
+    steps = {name: [] for name in ("images", "tokens", "log_probs", "rewards", "mask")}  # one array per step
     label = tasks[0].name[:40] if len(starts) == 1 else f"{len(starts)} groups"
 
     for t in tqdm(range(max_steps), desc=f"{label} steps", leave=False, disable=not progress):
@@ -327,20 +355,15 @@ def collect_groups(
         if len(ids) == 0:
             break
         steps_taken[np.unique(group_of[ids])] += 1
-        images.append(np.stack(current))
+        step = {"images": np.stack(current), **blank_step(len(live))}
         tick = time.perf_counter()
-        step_tokens, step_logp, actions = policy.act(
-            images[-1][ids],
+        step["tokens"][ids], step["log_probs"][ids], actions = policy.act(
+            step["images"][ids],
             [instructions[g] for g in group_of[ids]],
             temperature,
             generators=[starts[g].generator for g in group_of[ids]],
         )
         timing["policy"] += time.perf_counter() - tick
-        tokens.append(np.zeros((len(live), ACTION_DIM), np.int64))
-        log_probs.append(np.zeros(len(live), np.float32))
-        rewards_.append(np.zeros(len(live), np.float32))
-        masks.append(np.zeros(len(live), bool))
-        tokens[-1][ids], log_probs[-1][ids] = step_tokens, step_logp
 
         tick = time.perf_counter()
         results = pool.step(list(ids), actions)  # each worker steps its env and scores the step
@@ -349,8 +372,10 @@ def collect_groups(
             if result is None:
                 live[i], failed[i] = False, True
                 continue
-            rewards_[-1][i], masks[-1][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
+            step["rewards"][i], step["mask"][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
             success[i] |= result["done"]
+        for name, values in step.items():
+            steps[name].append(values)
         for g in range(len(starts)):
             envs = slice(g * n, (g + 1) * n)
             live[envs] = still_running(live[envs], success[envs], termination)
@@ -360,31 +385,14 @@ def collect_groups(
     timing["total"] = time.perf_counter() - start_time
     timing["other"] = timing["total"] - timing["simulation"] - timing["policy"]
     # Steps of length 0 (a stop during the reset) keep their shapes: stack one blank step, then slice it away.
-    blank = [np.stack(current), np.zeros((len(live), ACTION_DIM), np.int64), np.zeros(len(live), np.float32)]
-    blank += [np.zeros(len(live), np.float32), np.zeros(len(live), bool)]
-    steps = (images, tokens, log_probs, rewards_, masks)
-    stacked = [np.stack(step_list or [empty], axis=1) for step_list, empty in zip(steps, blank)]
+    blank = {"images": np.stack(current), **blank_step(len(live))}
+    stacked = {name: np.stack(steps[name] or [blank[name]], axis=1) for name in steps}
     groups = []
     for g, (start, task, instruction) in enumerate(zip(starts, tasks, instructions)):
         envs, length = slice(g * n, (g + 1) * n), steps_taken[g]  # each group padded to its own longest
-        group_images, group_tokens, group_log_probs, group_rewards, group_mask = (a[envs, :length] for a in stacked)
-        groups.append(
-            Group(
-                suite=suite,
-                task_name=task.name,
-                instruction=instruction,
-                init_state_id=start.init_state_id,
-                images=group_images,
-                tokens=group_tokens,
-                log_probs=group_log_probs,
-                rewards=group_rewards,
-                mask=group_mask,
-                success=success[envs],
-                lengths=lengths[envs],
-                failed=failed[envs],
-                timing=timing,
-            )
-        )
+        arrays = {name: array[envs, :length] for name, array in stacked.items()}
+        outcome = {"success": success[envs], "lengths": lengths[envs], "failed": failed[envs], "timing": timing}
+        groups.append(Group(suite, task.name, instruction, start.init_state_id, **arrays, **outcome))
     return groups
 
 
