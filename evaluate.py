@@ -57,15 +57,15 @@ class Args:
     """sampling temperature on the action logits; 0 = greedy, the protocol (above 0, results depend on --num-envs)"""
     seed: int = 7
     """seed of torch and numpy (OpenVLA's evaluation uses 7); only sampling (--temperature > 0) consumes it"""
-    camera_size: int = 256
+    camera_size: int = cli.CAMERA_SIZE
     """agentview render size in pixels (the protocol renders 256, then resizes to 224)"""
     video: rollout.VideoChoice = "none"
     """write an mp4 of the frames the policy saw for no episode, failed episodes, or all episodes"""
     output_dir: str = "runs"
     """where a run's outputs go: <output-dir>/eval__<suite>__<model>__<time>/ (results.json, videos/)"""
-    step_timeout: float = 60.0
+    step_timeout: float = cli.STEP_TIMEOUT
     """seconds an env step may take before its worker counts as hung (the episode then fails)"""
-    reset_timeout: float = 300.0
+    reset_timeout: float = cli.RESET_TIMEOUT
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
@@ -80,7 +80,6 @@ class Args:
 
 TRIALS_PER_TASK = 50  # LIBERO ships 50 fixed init states per task
 PROTOCOL_SEED = 7
-PROTOCOL_CAMERA_SIZE = 256
 PAPER_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long")
 # Published success rates (%), Spatial / Object / Goal / Long / Average, 50 trials per task.
@@ -135,20 +134,17 @@ def check_args(args: Args) -> None:
     suites = suites_of(args.suite)
     for suite in suites:
         check_task_ids(suite, args.task_ids)
-    if not 1 <= args.trials_per_task <= TRIALS_PER_TASK:
-        raise UsageError(
-            f"--trials-per-task {args.trials_per_task}: LIBERO has {TRIALS_PER_TASK} fixed init states per task, "
-            f"so use 1..{TRIALS_PER_TASK} ({TRIALS_PER_TASK} is the protocol)"
-        )
-    if args.num_envs < 1:
-        raise UsageError(f"--num-envs {args.num_envs}: need at least 1 env worker")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise UsageError(f"--max-steps {args.max_steps}: need at least 1 step")
-    if args.temperature < 0:
-        raise UsageError(f"--temperature {args.temperature}: must be >= 0 (0 decodes greedily)")
-    for flag, seconds in (("--step-timeout", args.step_timeout), ("--reset-timeout", args.reset_timeout)):
-        if seconds <= 0:
-            raise UsageError(f"{flag} {seconds}: use a positive number of seconds")
+    most = TRIALS_PER_TASK
+    trials = f"LIBERO has {most} fixed init states per task, so use 1..{most} ({most} is the protocol)"
+    problems = [
+        (not 1 <= args.trials_per_task <= TRIALS_PER_TASK, "--trials-per-task", trials),
+        (args.num_envs < 1, "--num-envs", "need at least 1 env worker"),
+        (args.max_steps is not None and args.max_steps < 1, "--max-steps", "need at least 1 step"),
+        (args.temperature < 0, "--temperature", "must be >= 0 (0 decodes greedily)"),
+        (args.step_timeout <= 0, "--step-timeout", "use a positive number of seconds"),
+        (args.reset_timeout <= 0, "--reset-timeout", "use a positive number of seconds"),
+    ]
+    cli.check_flags(args, problems)
     rollout.check_device(args.device)
     ranks.check_dist_backend(args.dist_backend, args.device)
     for suite in suites:
@@ -184,8 +180,8 @@ def protocol_departures(suite, task_ids, trials_per_task, max_steps, temperature
         departures.append(f"--max-steps {max_steps} (protocol for {suite}: {cli.EVAL_MAX_STEPS[suite]})")
     if temperature != 0:
         departures.append(f"--temperature {temperature} (protocol: 0, greedy)")
-    if camera_size != PROTOCOL_CAMERA_SIZE:
-        departures.append(f"--camera-size {camera_size} (protocol: {PROTOCOL_CAMERA_SIZE})")
+    if camera_size != cli.CAMERA_SIZE:
+        departures.append(f"--camera-size {camera_size} (protocol: {cli.CAMERA_SIZE})")
     if custom_states:
         departures.append("explicit init states (protocol: the task's fixed init states 0..trials-1)")
     return departures
@@ -341,7 +337,7 @@ def evaluate_task(
     init_states,
     max_steps: int,
     temperature: float = 0.0,
-    camera_size: int = PROTOCOL_CAMERA_SIZE,
+    camera_size: int = cli.CAMERA_SIZE,
     video: str = "none",
     video_dir: Optional[str] = None,
     on_episode: Optional[Callable] = None,
@@ -416,14 +412,14 @@ def evaluate_suite(
     num_envs: int = 8,
     max_steps: Optional[int] = None,
     temperature: float = 0.0,
-    camera_size: int = PROTOCOL_CAMERA_SIZE,
+    camera_size: int = cli.CAMERA_SIZE,
     pool: Optional[libero_envs.EnvPool] = None,
     video: str = "none",
     video_dir: Optional[str] = None,
     progress: bool = True,
     init_states: Optional[dict] = None,
-    step_timeout: float = 60.0,
-    reset_timeout: float = 300.0,
+    step_timeout: float = cli.STEP_TIMEOUT,
+    reset_timeout: float = cli.RESET_TIMEOUT,
     stop: Optional[Callable] = None,
 ) -> dict:
     """Success rates of `policy` on `suite` under the protocol, unless the arguments say otherwise.
@@ -642,7 +638,7 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
             "temperature": 0.0,
             "num_wait_steps": libero_envs.NUM_WAIT_STEPS,
             "max_steps": cli.EVAL_MAX_STEPS,
-            "camera_size": PROTOCOL_CAMERA_SIZE,
+            "camera_size": cli.CAMERA_SIZE,
             "seed": PROTOCOL_SEED,
             "fixture_placements": f"episode k: the k-th after seeding the task's env with {libero_envs.PLACEMENT_SEED}",
             "success": "env done",

@@ -84,9 +84,9 @@ class Args:
     """random actions after the wait steps of each init state; the state after each one is checked too"""
     validation_timeout: float = 60.0
     """seconds the validation process may take for all its calls together"""
-    reward_cpu_seconds: float = 5.0
+    reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
     """CPU seconds one reward call may use (as in tgrpo.py)"""
-    reward_memory_mb: int = 1024
+    reward_memory_mb: int = rewards.DEFAULT_MEMORY_MB
     """address space (MB) the reward process may use above its start-up size (as in tgrpo.py)"""
     seed: int = 0
     """seed of the random validation actions"""
@@ -753,12 +753,9 @@ def check_args(args: Args) -> None:
         (not 1 <= args.validation_init_states <= 50, "--validation-init-states", "LIBERO has 50 per task: use 1..50"),
         (args.validation_random_steps < 0, "--validation-random-steps", "use 0 or more"),
         (args.validation_timeout <= 0, "--validation-timeout", "use a positive number of seconds"),
-        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", "use a positive number of seconds"),
-        (args.reward_memory_mb < 64, "--reward-memory-mb", "use at least 64"),
+        *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
-    for failed, flag, fix in problems:
-        if failed:
-            raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {fix}")
+    cli.check_flags(args, problems)
     url = urllib.parse.urlsplit(args.base_url or DEFAULT_BASE_URLS[args.provider])
     if url.scheme not in ("http", "https") or not url.netloc:
         raise UsageError(

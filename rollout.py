@@ -23,7 +23,7 @@ import tyro
 from tqdm import tqdm
 
 import rewards
-from cli import TRAIN_MAX_STEPS, Suite, UsageError, base_suite
+from cli import CAMERA_SIZE, RESET_TIMEOUT, STEP_TIMEOUT, TRAIN_MAX_STEPS, Suite, UsageError, base_suite, check_flags
 from libero_envs import (
     CONTROL_FREQ,
     EnvPool,
@@ -36,7 +36,7 @@ from libero_envs import (
     task_goal,
     task_instruction,
 )
-from openvla_policy import ACTION_DIM, VLAPolicy, load_vla, preprocess_image, resolve_checkpoint
+from openvla_policy import ACTION_DIM, DtypeChoice, VLAPolicy, load_vla, preprocess_image, resolve_checkpoint
 from rewards import RewardFileError
 
 VideoChoice = Literal["none", "failures", "all"]
@@ -66,11 +66,11 @@ class Args:
     """seed of the sampling (torch, numpy); fixture placements follow the task's sequence (README, "Conventions")"""
     video: VideoChoice = "none"
     """write an mp4 of the frames the policy saw for no env, the envs that failed, or all envs"""
-    camera_size: int = 256
+    camera_size: int = CAMERA_SIZE
     """agentview render size in pixels (OpenVLA's LIBERO checkpoints saw 256)"""
-    step_timeout: float = 60.0
+    step_timeout: float = STEP_TIMEOUT
     """seconds an env step may take before its worker counts as hung and is replaced"""
-    reset_timeout: float = 300.0
+    reset_timeout: float = RESET_TIMEOUT
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
     """CPU seconds one reward call may use before the run stops (reward code runs confined, a process per env)"""
@@ -78,7 +78,7 @@ class Args:
     """address space (MB) a reward process may use above its start-up size, all its calls together"""
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    dtype: DtypeChoice = "auto"
     """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA runs), float32 on cpu"""
     output_dir: str = "runs"
     """where a run's outputs go: <output-dir>/<run name>/"""
@@ -326,7 +326,7 @@ def collect_groups(
     max_steps: int,
     temperature: float = 1.0,
     termination: str = "first-success",
-    camera_size: int = 256,
+    camera_size: int = CAMERA_SIZE,
     reward_limits: tuple = (rewards.DEFAULT_CPU_SECONDS, rewards.DEFAULT_MEMORY_MB),
     progress: bool = False,
     stop: Optional[Callable] = None,
@@ -436,23 +436,15 @@ def check_args(args: Args) -> None:
     for task_id in args.task_ids:
         get_task(args.suite, task_id)
     problems = [
-        (
-            not 0 <= args.init_state_id < 50,
-            "--init-state-id",
-            args.init_state_id,
-            "LIBERO tasks have init states 0..49",
-        ),
-        (args.num_envs < 1, "--num-envs", args.num_envs, "use 1 or more"),
-        (args.max_steps is not None and args.max_steps < 1, "--max-steps", args.max_steps, "use 1 or more"),
-        (args.temperature < 0, "--temperature", args.temperature, "use 0 (greedy) or more"),
-        (args.step_timeout <= 0, "--step-timeout", args.step_timeout, "use a positive number of seconds"),
-        (args.reset_timeout <= 0, "--reset-timeout", args.reset_timeout, "use a positive number of seconds"),
-        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", args.reward_cpu_seconds, "use a positive number"),
-        (args.reward_memory_mb < 64, "--reward-memory-mb", args.reward_memory_mb, "use at least 64"),
+        (not 0 <= args.init_state_id < 50, "--init-state-id", "LIBERO tasks have init states 0..49"),
+        (args.num_envs < 1, "--num-envs", "use 1 or more"),
+        (args.max_steps is not None and args.max_steps < 1, "--max-steps", "use 1 or more"),
+        (args.temperature < 0, "--temperature", "use 0 (greedy) or more"),
+        (args.step_timeout <= 0, "--step-timeout", "use a positive number of seconds"),
+        (args.reset_timeout <= 0, "--reset-timeout", "use a positive number of seconds"),
+        *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
-    for failed, flag, value, fix in problems:
-        if failed:
-            raise UsageError(f"{flag} {value}: {fix}")
+    check_flags(args, problems)
     check_device(args.device)
     resolve_checkpoint(args.model, args.suite)
 

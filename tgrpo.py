@@ -37,7 +37,7 @@ import rewards
 import rollout
 from checkpoints import (
     StopNow,
-    damaged,
+    damaged_file_error,
     find_checkpoint,
     flags_given,
     prepare_run_dir,
@@ -117,15 +117,15 @@ class Args:
     gradient_checkpointing: bool = True
     """recompute activations in the backward pass on CUDA (saves most activation memory)"""
 
-    camera_size: int = 256
+    camera_size: int = cli.CAMERA_SIZE
     """agentview render size in pixels"""
-    step_timeout: float = 60.0
+    step_timeout: float = cli.STEP_TIMEOUT
     """seconds an env step may take before its worker counts as hung and is replaced"""
-    reset_timeout: float = 300.0
+    reset_timeout: float = cli.RESET_TIMEOUT
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
-    reward_cpu_seconds: float = 5.0
+    reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
     """CPU seconds one reward call may use before the run stops (reward code runs confined, a process per env)"""
-    reward_memory_mb: int = 1024
+    reward_memory_mb: int = rewards.DEFAULT_MEMORY_MB
     """address space (MB) a reward process may use above its start-up size, all its calls together"""
     save_every: int = 10
     """write a checkpoint every this many iterations (and on Ctrl-C or an error)"""
@@ -233,7 +233,7 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
         try:
             policy.model = PeftModel.from_pretrained(policy.model, str(checkpoint / "adapter"), is_trainable=True)
         except Exception as error:
-            raise damaged(checkpoint / "adapter", error) from None
+            raise damaged_file_error(checkpoint / "adapter", error) from None
     policy.model.eval()
     params = trainable_in_float32(policy.model)
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
@@ -557,7 +557,7 @@ def restore_training_state(resumed: Optional[dict], optimizer, reward_files: dic
     try:
         optimizer.load_state_dict(resumed["optimizer.pt"])
     except ValueError as error:
-        raise damaged(resumed["checkpoint"] / "optimizer.pt", error) from None
+        raise damaged_file_error(resumed["checkpoint"] / "optimizer.pt", error) from None
     set_rng_state(resumed["rng.pt"])
     warn_changed_rewards(resumed.get("reward_sha256", {}), reward_files)
     if ranks.rank_and_world_size()[0] == 0:
@@ -630,12 +630,11 @@ def check_args(args: Args) -> None:
         (args.update_epochs < 1, "--update-epochs", "use 1 or more"),
         (args.step_timeout <= 0, "--step-timeout", "use a positive number of seconds"),
         (args.reset_timeout <= 0, "--reset-timeout", "use a positive number of seconds"),
-        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", "use a positive number of seconds"),
-        (args.reward_memory_mb < 64, "--reward-memory-mb", "use at least 64"),
         (args.save_every < 0, "--save-every", "use 0 (never) or a positive period"),
         (args.eval_every < 0, "--eval-every", "use 0 (never) or a positive period"),
         (args.video_every < 0, "--video-every", "use 0 (never) or a positive period"),
         (not 1 <= args.eval_trials_per_task <= 50, "--eval-trials-per-task", "LIBERO has 50 init states: use 1..50"),
+        *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's number of ranks
     groups = args.groups_per_iteration
@@ -650,10 +649,7 @@ def check_args(args: Args) -> None:
     task_ids = selected_task_ids(args)
     repeated = sorted({t for t in task_ids if task_ids.count(t) > 1})
     problems.append((repeated, "--task-ids", f"task(s) {' '.join(map(str, repeated))} repeated; list each task once"))
-    for failed, flag, fix in problems:
-        if failed:
-            value = getattr(args, flag[2:].replace("-", "_"))
-            raise UsageError(f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}: {fix}")
+    cli.check_flags(args, problems)
     for task_id in task_ids:
         libero_envs.get_task(args.suite, task_id)
     rollout.check_device(args.device)

@@ -187,7 +187,7 @@ def find_checkpoint(run_dir: Path) -> Path:
     return final
 
 
-def damaged(path: Path, error: Exception) -> UsageError:
+def damaged_file_error(path: Path, error: Exception) -> UsageError:
     reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:150]}"
     return UsageError(
         f"the checkpoint file {path} is damaged ({reason}); restore it from a backup, or start a new run without --resume"
@@ -226,7 +226,7 @@ def read_checkpoint_files(checkpoint: Path) -> dict:
         try:
             loaded[name] = torch.load(checkpoint / name, weights_only=False)
         except Exception as error:
-            raise damaged(checkpoint / name, error) from None
+            raise damaged_file_error(checkpoint / name, error) from None
     problem = adapter_problem(checkpoint / "adapter")
     if problem:
         raise UsageError(f"--resume {checkpoint.parent}: {problem}; restore it from a backup, or start a new run")

@@ -1,6 +1,6 @@
 """What every script's command line shares, with no simulator or model behind it: the LIBERO suite names and their
-step caps, UsageError, and `check_flags`, the one way a script checks its flags. Imports nothing of ours, so the
-policy side (openvla_policy/) uses it without loading LIBERO or MuJoCo.
+step caps, the defaults of the flags the scripts share, UsageError, and `check_flags`, the one way a script checks
+its flags. Imports nothing of ours, so the policy side (openvla_policy/) uses it without loading LIBERO or MuJoCo.
 """
 
 from typing import Literal, get_args
@@ -23,6 +23,11 @@ EVAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 30
 TRAIN_MAX_STEPS = {"libero_spatial": 200, "libero_object": 200, "libero_goal": 200, "libero_10": 520, "libero_90": 400}
 for _suite, _base in PERTURBED_SUITES.items():  # a perturbation runs under its base suite's caps
     EVAL_MAX_STEPS[_suite], TRAIN_MAX_STEPS[_suite] = EVAL_MAX_STEPS[_base], TRAIN_MAX_STEPS[_base]
+
+
+CAMERA_SIZE = 256  # --camera-size: agentview pixels, as OpenVLA's LIBERO checkpoints saw them (the protocol's)
+STEP_TIMEOUT = 60.0  # --step-timeout: seconds an env step may take before its worker counts as hung
+RESET_TIMEOUT = 300.0  # --reset-timeout: building a new task's scene takes longest
 
 
 def base_suite(suite: str) -> str:

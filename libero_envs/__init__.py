@@ -36,7 +36,7 @@ from libero.libero.envs.env_wrapper import ControlEnv
 from robosuite.utils.observables import sensor
 
 import rewards
-from cli import PERTURBED_SUITES, SUITES, UsageError
+from cli import CAMERA_SIZE, PERTURBED_SUITES, RESET_TIMEOUT, STEP_TIMEOUT, SUITES, UsageError
 from rewards import RewardFileError
 
 
@@ -137,7 +137,7 @@ def task_goal(suite: str, task_id: int) -> list:
     return robosuite_parse_problem(task_bddl_path(get_task(suite, task_id)))["goal_state"]
 
 
-def make_env(bddl_file: str, render: bool = True, camera_size: int = 256, horizon: int = 1000):
+def make_env(bddl_file: str, render: bool = True, camera_size: int = CAMERA_SIZE, horizon: int = 1000):
     """A LIBERO env; without rendering it serves reward-state checks at several times the speed."""
     common = dict(bddl_file_name=bddl_file, horizon=horizon, hard_reset=False)  # soft resets: 0.25 s, not 2.5 s
     if render:
@@ -224,7 +224,7 @@ class EnvSpec:
 
     bddl_file: str
     horizon: int
-    camera_size: int = 256
+    camera_size: int = CAMERA_SIZE
 
 
 def observe(env, obs: dict, step: int, success: bool, image_pipeline: Optional[Callable]) -> dict:
@@ -233,8 +233,9 @@ def observe(env, obs: dict, step: int, success: bool, image_pipeline: Optional[C
     return {"image": image, "state": rewards.build_reward_state(env, obs, step, success), "done": bool(success)}
 
 
-def run_env_command(held: dict, command: str, payload, image_pipeline: Optional[Callable] = None):
-    """Execute one command on the env in `held`; shared by worker processes and serial mode.
+def run_env_command(worker_env: dict, command: str, payload, image_pipeline: Optional[Callable] = None):
+    """Execute one command on the env in `worker_env` (the env a worker keeps between commands, the EnvSpec it was
+    built from, its step count and its fixture-placement RNG cache); shared by worker processes and serial mode.
 
     reset: (EnvSpec, init state, fixture placement number); step: an action. The observation's "image" is the
     agentview frame through `image_pipeline` (see EnvPool). No reward is computed here: reward code runs only in
@@ -242,19 +243,19 @@ def run_env_command(held: dict, command: str, payload, image_pipeline: Optional[
     """
     if command == "reset":
         spec, init_state, placement = payload
-        if held.get("spec") != spec:
-            if held.get("env") is not None:
-                held["env"].close()
-            held["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
-            held["spec"] = spec
-        held["step"] = 0
-        rng_states = held.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
-        obs = reset_env(held["env"], init_state, placement, rng_states)
-        return observe(held["env"], obs, step=0, success=False, image_pipeline=image_pipeline)
+        if worker_env.get("spec") != spec:
+            if worker_env.get("env") is not None:
+                worker_env["env"].close()
+            worker_env["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
+            worker_env["spec"] = spec
+        worker_env["step"] = 0
+        rng_states = worker_env.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
+        obs = reset_env(worker_env["env"], init_state, placement, rng_states)
+        return observe(worker_env["env"], obs, step=0, success=False, image_pipeline=image_pipeline)
     if command == "step":
-        obs, _, done, _ = held["env"].step(payload)
-        held["step"] += 1
-        return observe(held["env"], obs, held["step"], done, image_pipeline)
+        obs, _, done, _ = worker_env["env"].step(payload)
+        worker_env["step"] += 1
+        return observe(worker_env["env"], obs, worker_env["step"], done, image_pipeline)
     raise ValueError(f"unknown env command {command!r}")
 
 
@@ -263,14 +264,14 @@ def env_worker(conn, log_path: str, image_pipeline: Optional[Callable]) -> None:
     # Ctrl-C and a scheduler's SIGTERM reach the whole process group; they are for the main process, which saves
     # and then closes us.
     rewards.ignore_stop_signals()
-    held = {}
+    worker_env = {}
     try:
         while True:
             command, payload = conn.recv()
             if command == "close":
                 os._exit(0)  # skip teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
             try:
-                reply = ("ok", run_env_command(held, command, payload, image_pipeline))
+                reply = ("ok", run_env_command(worker_env, command, payload, image_pipeline))
             except Exception:
                 reply = ("error", traceback.format_exc())  # the pool logs it and prints one line
             conn.send(reply)
@@ -323,8 +324,8 @@ class EnvPool:
         num_envs: int,
         image_pipeline: Optional[Callable] = None,
         parallel: bool = True,
-        step_timeout: float = 60.0,
-        reset_timeout: float = 300.0,
+        step_timeout: float = STEP_TIMEOUT,
+        reset_timeout: float = RESET_TIMEOUT,
         max_failures: int = 3,
         log_path: Optional[str] = None,
     ):
@@ -371,7 +372,7 @@ class EnvPool:
         in_a_row = self.failures[i][1] + 1 if self.failures[i][0] == label else 1
         self.failures[i] = (label, in_a_row)
         print(
-            f"[rollout] warning: env {i} failed on task {label!r}: {summary}; its trajectory ends as a failure",
+            f"[libero_envs] warning: env {i} failed on task {label!r}: {summary}; its trajectory ends as a failure",
             file=sys.stderr,
         )
         self.restarts += 1
@@ -524,9 +525,9 @@ class EnvPool:
             worker.join(timeout=5)
             if worker.is_alive():
                 worker.kill()
-        for held in self.serial_envs:
-            if held.get("env") is not None:
-                held["env"].close()
+        for worker_env in self.serial_envs:
+            if worker_env.get("env") is not None:
+                worker_env["env"].close()
         for process in self.reward_processes:
             if process is not None:
                 process.close()

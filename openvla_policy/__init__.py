@@ -72,7 +72,7 @@ def select_action_stats(norm_stats: dict, suite: str) -> dict:
             return norm_stats[key]["action"]
     if len(norm_stats) == 1:
         key = next(iter(norm_stats))
-        print(f"[rollout] warning: checkpoint has norm_stats only for {key!r}; using them for {suite}")
+        print(f"[openvla_policy] warning: checkpoint has norm_stats only for {key!r}; using them for {suite}")
         return norm_stats[key]["action"]
     raise UsageError(
         f"the checkpoint has no action statistics for suite {suite!r} (keys: {sorted(norm_stats)}). "
@@ -293,7 +293,7 @@ def check_versions() -> None:
     if problem and os.environ.get(ALLOW_UNTESTED_VERSIONS) != "1":
         raise UsageError(problem)
     if problem:
-        print(f"[rollout] warning ({ALLOW_UNTESTED_VERSIONS}=1): {problem.split('. Run')[0]}", flush=True)
+        print(f"[openvla_policy] warning ({ALLOW_UNTESTED_VERSIONS}=1): {problem.split('. Run')[0]}", flush=True)
 
 
 def read_checkpoint_json(file: Path, model: str) -> dict:
@@ -395,7 +395,7 @@ def cpu_memory_warning(num_parameters: int, dtype: torch.dtype) -> Optional[str]
     if size < LARGE_ON_CPU_BYTES:
         return None
     return (
-        f"[rollout] warning: {num_parameters / 1e9:.2f}B parameters in {str(dtype).split('.')[-1]} on the CPU "
+        f"[openvla_policy] warning: {num_parameters / 1e9:.2f}B parameters in {str(dtype).split('.')[-1]} on the CPU "
         f"take about {size / 1e9:.0f} GB of memory, and every policy step is slow (a CUDA GPU is far faster)"
     )
 
