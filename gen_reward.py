@@ -37,7 +37,6 @@ from tqdm import tqdm
 
 import cli
 import libero_envs
-import openvla_policy
 import rewards
 from cli import UsageError
 
@@ -213,7 +212,7 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
             infos.append(info)
             labels.append(f"init state {k} after the wait steps")
             for step in range(1, num_random_steps + 1):
-                obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, openvla_policy.ACTION_DIM))
+                obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, libero_envs.ACTION_DIM))
                 states.append(rewards.build_reward_state(env, obs, step, done))
                 infos.append(info)
                 labels.append(f"init state {k} after {step} random action(s)")

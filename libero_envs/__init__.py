@@ -48,6 +48,7 @@ class WorkerKeepsFailing(UsageError):
 
 PLACEMENT_SEED = 0  # OpenVLA's evaluation seeds every task's env with 0 (see seed_placement)
 NUM_WAIT_STEPS = 10  # objects are dropped from ~7 cm at reset; let them settle as OpenVLA's evaluation does
+ACTION_DIM = 7  # LIBERO's action: delta position (3), delta rotation (3), gripper (-1 open, +1 close)
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1.0])
 CONTROL_FREQ = 20
 

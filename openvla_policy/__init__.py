@@ -1,6 +1,18 @@
 """The OpenVLA policy: action tokens, batched sampling and scoring of the 7 action tokens, and loading any
 OpenVLA-style checkpoint (or the tiny VLA) on any device, with the library and remote-code checks that make a
 load fail early and clearly.
+
+The scripts use the VLA only through what this file provides (README, "Swapping the VLA"), so another VLA is
+another version of this one file:
+- `preprocess_image(frame)`: the policy's view of a rendered agentview frame, a module-level function; the scripts
+  hand it to libero_envs.EnvPool, whose workers apply it in parallel with the envs.
+- `resolve_checkpoint(model, suite)`: checks --model before anything loads; `load_vla(model, suite, device, dtype)`
+  -> VLAPolicy; `DtypeChoice`, `ACTION_DIM`.
+- `VLAPolicy.act(images, instructions, temperature, generators)` -> (action tokens (B, 7), their summed log-probs
+  (B,), env actions (B, 7)): sampling and action decoding in one batched call, one instruction per image.
+- `VLAPolicy.log_prob(images, instruction, tokens, temperature)` -> (B,): the differentiable log-prob of the same
+  distribution `act` samples from, for B images of one instruction.
+- `VLAPolicy.model` (the torch module tgrpo.py wraps with a LoRA adapter) and `VLAPolicy.device`.
 """
 
 import hashlib
@@ -169,7 +181,13 @@ class VLAPolicy:
 
     def log_prob(self, images: np.ndarray, instruction: str, tokens, temperature: float = 1.0) -> torch.Tensor:
         """Teacher-forced log pi(tokens | image, instruction) for B images of one task, summed over the 7
-        tokens; differentiable. One instruction, so the action tokens follow every prompt without padding."""
+        tokens; differentiable. One instruction (a str): its B prompts are equally long, so the action tokens follow
+        every prompt at the same positions (with several, the shorter rows' tokens would follow their padding)."""
+        if not isinstance(instruction, str):
+            raise TypeError(
+                f"log_prob scores B images of one instruction (a str), not a {type(instruction).__name__}: "
+                "call it once per instruction"
+            )
         tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device)
         if tokens.min() < ACTION_TOKEN_BEGIN or tokens.max() >= VOCAB_SIZE:
             raise ValueError(f"action tokens must lie in [{ACTION_TOKEN_BEGIN}, {VOCAB_SIZE}); got {tokens.tolist()}")
@@ -400,6 +418,17 @@ def cpu_memory_warning(num_parameters: int, dtype: torch.dtype) -> Optional[str]
     )
 
 
+def check_padding_side(processor, model: str) -> None:
+    """Prompts of different lengths share one batch (several groups' tasks), and `prepare` indexes each row from its
+    start: the tokenizer must pad on the right. A checkpoint saved with left padding is refused before it loads."""
+    side = getattr(processor.tokenizer, "padding_side", None)
+    if side != "right":
+        raise UsageError(
+            f"--model {model}: its tokenizer pads on the {side} (padding_side in tokenizer_config.json), and the "
+            'policy batches prompts padded on the right: set "padding_side": "right" there'
+        )
+
+
 def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dtype: DtypeChoice = "auto") -> VLAPolicy:
     """Load an OpenVLA checkpoint (dir or hub id) or the tiny VLA through the same code path, on any device.
 
@@ -432,6 +461,7 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
             # DeprecationWarnings on for every module, so each process would print it once.
             warnings.filterwarnings("ignore", r"the load_module\(\) method is deprecated", DeprecationWarning)
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+            check_padding_side(processor, model or path)
             vla = AutoModelForVision2Seq.from_pretrained(path, trust_remote_code=True, low_cpu_mem_usage=True, **kwargs)
     except OSError as error:
         raise RuntimeError(
