@@ -424,8 +424,8 @@ def evaluate_suite(
 ) -> dict:
     """Success rates of `policy` on `suite` under the protocol, unless the arguments say otherwise.
 
-    `pool`: an existing EnvPool to run on (e.g. the trainer's; it stays open), else one of `num_envs`
-    workers is made and closed. `init_states`: {task_id: array (K, D)} of explicit flattened MuJoCo states
+    `pool`: an existing EnvPool to run on, made with the policy's image pipeline (e.g. the trainer's; it stays open),
+    else one of `num_envs` workers is made and closed. `init_states`: {task_id: array (K, D)} of explicit flattened MuJoCo states
     that replace the task's fixed ones (K episodes). Returns the summary of `summarize_suite`.
 
     Under torchrun every rank calls it: each runs its share of the tasks, and all get the whole summary, the

@@ -335,8 +335,9 @@ def collect_groups(
     back. One batched policy call per step serves every live env of every group (the bigger batch keeps a
     GPU busy); the groups stay independent otherwise: own task, init state, termination and sampling stream.
 
-    The rewards are computed in confined reward processes with `reward_files[task_id]` (`reward_limits`: CPU
-    seconds per call, MB of address space). When `stop()` turns true, every trajectory ends after the step in progress.
+    The pool's workers apply the policy's image pipeline (EnvPool's image_pipeline). The rewards are computed in
+    confined reward processes with `reward_files[task_id]` (`reward_limits`: CPU seconds per call, MB of address
+    space). When `stop()` turns true, every trajectory ends after the step in progress.
     """
     n = envs_per_group(pool.num_envs, len(starts), termination, max_steps)
     group_of = np.repeat(np.arange(len(starts)), n)  # env -> group

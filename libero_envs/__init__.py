@@ -247,7 +247,7 @@ def run_env_command(worker_env: dict, command: str, payload, image_pipeline: Opt
         if worker_env.get("spec") != spec:
             if worker_env.get("env") is not None:
                 worker_env["env"].close()
-            worker_env["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
+            worker_env["env"] = make_env(spec.bddl_file, camera_size=spec.camera_size, horizon=spec.horizon)
             worker_env["spec"] = spec
         worker_env["step"] = 0
         rng_states = worker_env.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
