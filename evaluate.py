@@ -14,7 +14,6 @@ deterministic simulator). Every flag that departs from the protocol is printed a
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import deque
@@ -24,22 +23,23 @@ from typing import Callable, Literal, Optional
 
 import imageio
 import numpy as np
-import torch
 import torch.distributed as dist
 import tyro
 from tqdm import tqdm
 
 import checkpoints
+import cli
 import libero_envs
 import openvla_policy
+import ranks
 import rewards
 import rollout
-from libero_envs import UsageError
+from cli import UsageError
 
 
 @dataclass
 class Args:
-    suite: Literal[libero_envs.Suite, "all"] = "libero_goal"
+    suite: Literal[cli.Suite, "all"] = "libero_goal"
     """LIBERO suite (libero_10 is "Long"), or `all`: spatial, object, goal and 10, with the paper's Table 1"""
     model: Optional[str] = None
     """the VLA: checkpoint dir, hub id, or `tiny` (built locally); default: OpenVLA's checkpoint of each suite"""
@@ -57,15 +57,15 @@ class Args:
     """sampling temperature on the action logits; 0 = greedy, the protocol (above 0, results depend on --num-envs)"""
     seed: int = 7
     """seed of torch and numpy (OpenVLA's evaluation uses 7); only sampling (--temperature > 0) consumes it"""
-    camera_size: int = 256
+    camera_size: int = cli.CAMERA_SIZE
     """agentview render size in pixels (the protocol renders 256, then resizes to 224)"""
     video: rollout.VideoChoice = "none"
     """write an mp4 of the frames the policy saw for no episode, failed episodes, or all episodes"""
     output_dir: str = "runs"
     """where a run's outputs go: <output-dir>/eval__<suite>__<model>__<time>/ (results.json, videos/)"""
-    step_timeout: float = 60.0
+    step_timeout: float = cli.STEP_TIMEOUT
     """seconds an env step may take before its worker counts as hung (the episode then fails)"""
-    reset_timeout: float = 300.0
+    reset_timeout: float = cli.RESET_TIMEOUT
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
@@ -80,13 +80,12 @@ class Args:
 
 TRIALS_PER_TASK = 50  # LIBERO ships 50 fixed init states per task
 PROTOCOL_SEED = 7
-PROTOCOL_CAMERA_SIZE = 256
 PAPER_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long")
 # Published success rates (%), Spatial / Object / Goal / Long / Average, 50 trials per task.
 PUBLISHED = {"OpenVLA SFT": (84.7, 88.4, 79.2, 53.7, 76.5), "TGRPO": (90.4, 92.2, 81.0, 59.2, 80.7)}
 PUBLISHED_NOTE = "Long: OpenVLA reports 53.7 for its own model; the TGRPO paper's table prints 51.1 for it."
-ROBUSTNESS_COLUMNS = ("clean", *libero_envs.PERTURBATIONS)  # clean, lan, object, swap, task
+ROBUSTNESS_COLUMNS = ("clean", *cli.PERTURBATIONS)  # clean, lan, object, swap, task
 # OpenVLA on LIBERO-PRO (success %), as published in the LIBERO-PRO README (github.com/Zxy-MLlab/LIBERO-PRO,
 # commit 2b910b5): clean from its "Motivation" table; lan/object/swap/task from its leaderboard (Sem/Obj/Pos/Task).
 PUBLISHED_ROBUSTNESS = {
@@ -108,16 +107,16 @@ PUBLISHED_ROBUSTNESS_NOTE = (
 def suites_of(suite: str) -> list:
     if suite == "all":
         return list(PAPER_SUITES)
-    if suite not in libero_envs.SUITES:
+    if suite not in cli.SUITES:
         if suite in libero_envs.benchmark.get_benchmark_dict() and libero_envs.missing_suite_files(suite):
             libero_envs.get_suite(suite)  # raises, naming the files this LIBERO distribution lacks
-        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(libero_envs.SUITES)}, or all")
+        raise UsageError(f"--suite {suite!r} is unknown; choose one of {', '.join(cli.SUITES)}, or all")
     return [suite]
 
 
 def robustness_suites(suite: str) -> list:
     """libero_goal -> [libero_goal, libero_goal_lan, libero_goal_object, libero_goal_swap, libero_goal_task]."""
-    return [suite, *(f"{suite}_{key}" for key in libero_envs.PERTURBATIONS)]
+    return [suite, *(f"{suite}_{key}" for key in cli.PERTURBATIONS)]
 
 
 def check_task_ids(suite: str, task_ids) -> list:
@@ -135,22 +134,19 @@ def check_args(args: Args) -> None:
     suites = suites_of(args.suite)
     for suite in suites:
         check_task_ids(suite, args.task_ids)
-    if not 1 <= args.trials_per_task <= TRIALS_PER_TASK:
-        raise UsageError(
-            f"--trials-per-task {args.trials_per_task}: LIBERO has {TRIALS_PER_TASK} fixed init states per task, "
-            f"so use 1..{TRIALS_PER_TASK} ({TRIALS_PER_TASK} is the protocol)"
-        )
-    if args.num_envs < 1:
-        raise UsageError(f"--num-envs {args.num_envs}: need at least 1 env worker")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise UsageError(f"--max-steps {args.max_steps}: need at least 1 step")
-    if args.temperature < 0:
-        raise UsageError(f"--temperature {args.temperature}: must be >= 0 (0 decodes greedily)")
-    for flag, seconds in (("--step-timeout", args.step_timeout), ("--reset-timeout", args.reset_timeout)):
-        if seconds <= 0:
-            raise UsageError(f"{flag} {seconds}: use a positive number of seconds")
+    most = TRIALS_PER_TASK
+    trials = f"LIBERO has {most} fixed init states per task, so use 1..{most} ({most} is the protocol)"
+    problems = [
+        (not 1 <= args.trials_per_task <= TRIALS_PER_TASK, "--trials-per-task", trials),
+        (args.num_envs < 1, "--num-envs", "need at least 1 env worker"),
+        (args.max_steps is not None and args.max_steps < 1, "--max-steps", "need at least 1 step"),
+        (args.temperature < 0, "--temperature", "must be >= 0 (0 decodes greedily)"),
+        (args.step_timeout <= 0, "--step-timeout", "use a positive number of seconds"),
+        (args.reset_timeout <= 0, "--reset-timeout", "use a positive number of seconds"),
+    ]
+    cli.check_flags(args, problems)
     rollout.check_device(args.device)
-    check_dist_backend(args.dist_backend, args.device)
+    ranks.check_dist_backend(args.dist_backend, args.device)
     for suite in suites:
         openvla_policy.resolve_checkpoint(args.model, suite)
     if args.lora and len(args.lora) != len(suites):
@@ -164,9 +160,9 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--lora {lora_dir}: {problem}; pass a whole adapter (a tgrpo.py run or its adapter dir)")
     if args.robustness:
         for suite in suites:
-            if suite not in libero_envs.BASE_SUITES:
+            if suite not in cli.BASE_SUITES:
                 raise UsageError(
-                    f"--robustness --suite {suite}: pass a clean suite ({', '.join(libero_envs.BASE_SUITES)}) or all; "
+                    f"--robustness --suite {suite}: pass a clean suite ({', '.join(cli.BASE_SUITES)}) or all; "
                     "its four perturbation suites are evaluated with it"
                 )
             for perturbed in robustness_suites(suite)[1:]:
@@ -180,12 +176,12 @@ def protocol_departures(suite, task_ids, trials_per_task, max_steps, temperature
         departures.append(f"--task-ids {' '.join(map(str, task_ids))} (protocol: all tasks)")
     if trials_per_task != TRIALS_PER_TASK:
         departures.append(f"--trials-per-task {trials_per_task} (protocol: {TRIALS_PER_TASK})")
-    if max_steps != libero_envs.EVAL_MAX_STEPS[suite]:
-        departures.append(f"--max-steps {max_steps} (protocol for {suite}: {libero_envs.EVAL_MAX_STEPS[suite]})")
+    if max_steps != cli.EVAL_MAX_STEPS[suite]:
+        departures.append(f"--max-steps {max_steps} (protocol for {suite}: {cli.EVAL_MAX_STEPS[suite]})")
     if temperature != 0:
         departures.append(f"--temperature {temperature} (protocol: 0, greedy)")
-    if camera_size != PROTOCOL_CAMERA_SIZE:
-        departures.append(f"--camera-size {camera_size} (protocol: {PROTOCOL_CAMERA_SIZE})")
+    if camera_size != cli.CAMERA_SIZE:
+        departures.append(f"--camera-size {camera_size} (protocol: {cli.CAMERA_SIZE})")
     if custom_states:
         departures.append("explicit init states (protocol: the task's fixed init states 0..trials-1)")
     return departures
@@ -341,7 +337,7 @@ def evaluate_task(
     init_states,
     max_steps: int,
     temperature: float = 0.0,
-    camera_size: int = PROTOCOL_CAMERA_SIZE,
+    camera_size: int = cli.CAMERA_SIZE,
     video: str = "none",
     video_dir: Optional[str] = None,
     on_episode: Optional[Callable] = None,
@@ -396,6 +392,17 @@ def evaluate_task(
 # A whole suite (the function tgrpo.py calls for periodic evaluation)
 
 
+def check_suite_request(suite: str, task_ids, trials_per_task: int, video: str, video_dir: Optional[str]) -> list:
+    """The tasks evaluate_suite runs, once its arguments are checked (its callers need not go through check_args)."""
+    suites_of(suite)
+    task_ids = check_task_ids(suite, task_ids)
+    if not 1 <= trials_per_task <= TRIALS_PER_TASK:
+        raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
+    if video != "none" and video_dir is None:
+        raise ValueError("video_dir is needed to write videos")
+    return task_ids
+
+
 def evaluate_suite(
     policy: openvla_policy.VLAPolicy,
     suite: str,
@@ -405,43 +412,38 @@ def evaluate_suite(
     num_envs: int = 8,
     max_steps: Optional[int] = None,
     temperature: float = 0.0,
-    camera_size: int = PROTOCOL_CAMERA_SIZE,
+    camera_size: int = cli.CAMERA_SIZE,
     pool: Optional[libero_envs.EnvPool] = None,
     video: str = "none",
     video_dir: Optional[str] = None,
     progress: bool = True,
     init_states: Optional[dict] = None,
-    step_timeout: float = 60.0,
-    reset_timeout: float = 300.0,
+    step_timeout: float = cli.STEP_TIMEOUT,
+    reset_timeout: float = cli.RESET_TIMEOUT,
     stop: Optional[Callable] = None,
 ) -> dict:
     """Success rates of `policy` on `suite` under the protocol, unless the arguments say otherwise.
 
-    `pool`: an existing EnvPool to run on (e.g. the trainer's; it stays open), else one of `num_envs`
-    workers is made and closed. `init_states`: {task_id: array (K, D)} of explicit flattened MuJoCo states
+    `pool`: an existing EnvPool to run on, made with the policy's image pipeline (e.g. the trainer's; it stays open),
+    else one of `num_envs` workers is made and closed. `init_states`: {task_id: array (K, D)} of explicit flattened MuJoCo states
     that replace the task's fixed ones (K episodes). Returns the summary of `summarize_suite`.
 
     Under torchrun every rank calls it: each runs its share of the tasks, and all get the whole summary, the
     same as one process computes for greedy decoding. `stop()` turning true on any rank ends the evaluation
     early on all of them with KeyboardInterrupt.
     """
-    suites_of(suite)
-    task_ids = check_task_ids(suite, task_ids)
-    if not 1 <= trials_per_task <= TRIALS_PER_TASK:
-        raise UsageError(f"--trials-per-task {trials_per_task}: use 1..{TRIALS_PER_TASK}")
-    max_steps = max_steps or libero_envs.EVAL_MAX_STEPS[suite]
+    task_ids = check_suite_request(suite, task_ids, trials_per_task, video, video_dir)
+    max_steps = max_steps or cli.EVAL_MAX_STEPS[suite]
     custom_states = init_states or {}
-    rank, world_size = rank_and_world_size()
+    rank, world_size = ranks.rank_and_world_size()
     episodes_by_task = {
         t: custom_states.get(t, libero_envs.get_init_states(suite, t)[:trials_per_task])
         for t in task_ids[rank::world_size]
     }
-    if video != "none" and video_dir is None:
-        raise ValueError("video_dir is needed to write videos")
     own_pool = pool is None
-    most_episodes = max([len(states) for states in episodes_by_task.values()], default=1)
+    size = min(num_envs, max([len(states) for states in episodes_by_task.values()], default=1))
     pool = pool or libero_envs.EnvPool(
-        min(num_envs, most_episodes), step_timeout=step_timeout, reset_timeout=reset_timeout
+        size, openvla_policy.preprocess_image, step_timeout=step_timeout, reset_timeout=reset_timeout
     )
     total = sum(len(states) for states in episodes_by_task.values())
     bar = tqdm(total=total, desc=suite, disable=not progress or rank > 0, dynamic_ncols=True)
@@ -473,16 +475,19 @@ def evaluate_suite(
         bar.close()
         if own_pool:
             pool.close()
-    stopped, wall_time = bool(stop and stop()), time.perf_counter() - start
-    everything = gather_from_ranks((episodes, stopped, wall_time))
-    if any(stopped for _, stopped, _ in everything):
-        raise KeyboardInterrupt
-    episodes = [record for part, _, _ in everything for record in part]
-    wall_time = max(wall_time for _, _, wall_time in everything)
+    episodes, wall_time = gather_episodes(episodes, bool(stop and stop()), time.perf_counter() - start)
     departures = protocol_departures(
         suite, task_ids, trials_per_task, max_steps, temperature, camera_size, custom_states=bool(custom_states)
     )
     return summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, wall_time)
+
+
+def gather_episodes(episodes: list, stopped: bool, wall_time: float) -> tuple:
+    """(every rank's episode records, the longest wall time); KeyboardInterrupt on all ranks if any was stopped."""
+    everything = ranks.gather_from_ranks((episodes, stopped, wall_time))
+    if any(stopped for _, stopped, _ in everything):
+        raise KeyboardInterrupt
+    return [record for part, _, _ in everything for record in part], max(wall_time for _, _, wall_time in everything)
 
 
 def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departures, wall_time) -> dict:
@@ -520,75 +525,6 @@ def summarize_suite(suite, task_ids, episodes, max_steps, temperature, departure
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Data parallel under torchrun, which sets RANK, WORLD_SIZE and LOCAL_RANK (tgrpo.py uses these too)
-
-
-def start_distributed(backend: str, device: Optional[str]) -> tuple:
-    """(rank, world size, device). Under torchrun: join the process group (auto: nccl on GPUs, gloo on CPU),
-    and on GPUs take GPU LOCAL_RANK, for the model and for rendering; else (0, 1, device)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1, device
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    on_gpu = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
-    backend = ("nccl" if on_gpu else "gloo") if backend == "auto" else backend
-    check_dist_backend(backend, device)
-    if on_gpu:
-        if local_rank >= torch.cuda.device_count():
-            raise UsageError(
-                f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} ranks on this node, which has "
-                f"{torch.cuda.device_count()} GPU(s): one GPU per rank, so use --nproc-per-node {torch.cuda.device_count()}"
-            )
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(local_rank)
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # robosuite wants a GPU id from this list
-        egl_device = visible.split(",")[local_rank] if visible else str(local_rank)
-        os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", egl_device)  # the env workers inherit it
-    dist.init_process_group(backend)
-    return dist.get_rank(), world_size, device
-
-
-def check_dist_backend(backend: str, device: Optional[str]) -> None:
-    """nccl runs on GPUs only: refuse it on the CPU, under torchrun or not (without torchrun it would do nothing)."""
-    on_gpu = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
-    if backend == "nccl" and not on_gpu:
-        why = f"--device {device} keeps the ranks on the CPU" if torch.cuda.is_available() else "no CUDA GPU is visible"
-        raise UsageError(f"--dist-backend nccl: {why}, and nccl runs on GPUs only; use --dist-backend gloo (or auto)")
-
-
-def rank_and_world_size() -> tuple:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def gather_from_ranks(value) -> list:
-    """[rank 0's value, rank 1's, ...] on every rank; [value] in a single process."""
-    if not dist.is_initialized():
-        return [value]
-    values = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return values
-
-
-def sum_over_ranks(values: list) -> list:
-    """Elementwise sums of a list of numbers over the ranks (the list itself in a single process)."""
-    if not dist.is_initialized():
-        return list(values)
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    total = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.tolist()
-
-
-def from_rank0(value):
-    """Rank 0's value on every rank (e.g. a run directory named after rank 0's clock)."""
-    if not dist.is_initialized():
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Reports
 
 
@@ -622,13 +558,13 @@ def robustness_rows(results: dict) -> list:
     rows = {}
     for key, result in results.items():
         suite, model = result["suite"], result.get("model", "base")
-        base = libero_envs.base_suite(suite)
+        base = cli.base_suite(suite)
         row = rows.setdefault((base, model), {"suite": base, "model": model, "success": {}})
         row["success"][suite[len(base) + 1 :] or "clean"] = 100 * result["success_rate"]
     for row in rows.values():
         success = row["success"]
-        perturbed = [success[key] for key in libero_envs.PERTURBATIONS if key in success]
-        row["drop"] = {key: success["clean"] - success[key] for key in libero_envs.PERTURBATIONS if key in success}
+        perturbed = [success[key] for key in cli.PERTURBATIONS if key in success]
+        row["drop"] = {key: success["clean"] - success[key] for key in cli.PERTURBATIONS if key in success}
         complete = perturbed and "clean" in success
         row["mean_drop"] = success["clean"] - sum(perturbed) / len(perturbed) if complete else None
     return list(rows.values())
@@ -701,8 +637,8 @@ def write_json(path: Path, args: Args, results: dict, complete: bool) -> None:
             "init_states": "0..trials-1 of each task",
             "temperature": 0.0,
             "num_wait_steps": libero_envs.NUM_WAIT_STEPS,
-            "max_steps": libero_envs.EVAL_MAX_STEPS,
-            "camera_size": PROTOCOL_CAMERA_SIZE,
+            "max_steps": cli.EVAL_MAX_STEPS,
+            "camera_size": cli.CAMERA_SIZE,
             "seed": PROTOCOL_SEED,
             "fixture_placements": f"episode k: the k-th after seeding the task's env with {libero_envs.PLACEMENT_SEED}",
             "success": "env done",
@@ -741,21 +677,22 @@ def planned_runs(args: Args) -> list:
 def main(args: Args) -> dict:
     check_args(args)
     runs = planned_runs(args)
-    rank, _, device = start_distributed(args.dist_backend, args.device)
-    run_dir = Path(from_rank0(str(run_dir_of(args))))
+    rank, _, device = ranks.start_distributed(args.dist_backend, args.device)
+    run_dir = Path(ranks.from_rank0(str(run_dir_of(args))))
     out, video_dir = run_dir / "results.json", run_dir / "videos"
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    rollout.seed_everything(args.seed)
     # The workers boot (import LIBERO, start MuJoCo) while the model loads.
     num_envs = min(args.num_envs, args.trials_per_task)
-    pool = libero_envs.EnvPool(num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
+    pool = libero_envs.EnvPool(
+        num_envs, openvla_policy.preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
+    )
     results, loaded, policy = {}, None, None
     try:
         for n, (key, suite, model, lora_dir) in enumerate(runs):
-            if loaded != (libero_envs.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
+            if loaded != (cli.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
                 policy = None  # frees the 7B before the next one loads
                 policy = load_policy(args.model, suite, lora_dir, device, args.dtype)
-                loaded = (libero_envs.base_suite(suite), lora_dir)
+                loaded = (cli.base_suite(suite), lora_dir)
             result = evaluate_suite(
                 policy,
                 suite,

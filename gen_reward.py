@@ -35,15 +35,15 @@ import requests
 import tyro
 from tqdm import tqdm
 
-import rewards
+import cli
 import libero_envs
-import openvla_policy
-from libero_envs import UsageError
+import rewards
+from cli import UsageError
 
 
 @dataclass
 class Args:
-    suite: Literal[libero_envs.Suite, "all"] = "libero_goal"
+    suite: Literal[cli.Suite, "all"] = "libero_goal"
     """LIBERO suite; `all` = libero_spatial, libero_object, libero_goal and libero_10 (libero_90 only by name)"""
     task_ids: Optional[tuple[int, ...]] = None
     """tasks of the suite (0-9; 0-89 for libero_90); default: every task of the suite"""
@@ -83,9 +83,9 @@ class Args:
     """random actions after the wait steps of each init state; the state after each one is checked too"""
     validation_timeout: float = 60.0
     """seconds the validation process may take for all its calls together"""
-    reward_cpu_seconds: float = 5.0
+    reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
     """CPU seconds one reward call may use (as in tgrpo.py)"""
-    reward_memory_mb: int = 1024
+    reward_memory_mb: int = rewards.DEFAULT_MEMORY_MB
     """address space (MB) the reward process may use above its start-up size (as in tgrpo.py)"""
     seed: int = 0
     """seed of the random validation actions"""
@@ -128,7 +128,7 @@ def select_tasks(suite: str, task_ids: Optional[tuple], rewards_dir: Optional[st
         for task_id in task_ids if task_ids is not None else range(libero_envs.get_suite(name).n_tasks):
             selected.append((name, task_id, libero_envs.get_task(name, task_id)))
     if suite == "all" and rewards_dir is not None:
-        for name in libero_envs.PERTURBED_SUITES:
+        for name in cli.PERTURBED_SUITES:
             for task_id, task in enumerate(libero_envs.get_suite(name).tasks):
                 if reward_path(rewards_dir, name, task).is_file():
                     selected.append((name, task_id, task))
@@ -205,14 +205,14 @@ def collect_validation_states(suite: str, task_id: int, num_init_states: int, nu
                 suite,
                 task.name,
                 libero_envs.task_instruction(suite, task_id),
-                max_steps=libero_envs.TRAIN_MAX_STEPS[suite],
+                max_steps=cli.TRAIN_MAX_STEPS[suite],
                 initial=initial,
             )
             states.append(initial)
             infos.append(info)
             labels.append(f"init state {k} after the wait steps")
             for step in range(1, num_random_steps + 1):
-                obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, openvla_policy.ACTION_DIM))
+                obs, _, done, _ = env.step(rng.uniform(-1.0, 1.0, libero_envs.ACTION_DIM))
                 states.append(rewards.build_reward_state(env, obs, step, done))
                 infos.append(info)
                 labels.append(f"init state {k} after {step} random action(s)")
@@ -483,7 +483,7 @@ same value twice for the same state, and different values across those states.
 {state_text}
 ```
 `info`: {{"suite": "{suite}", "task_name": "{task_name}", "instruction": "{instruction}", "max_steps": \
-{libero_envs.TRAIN_MAX_STEPS[suite]}, "initial": <the state dict above>}}
+{cli.TRAIN_MAX_STEPS[suite]}, "initial": <the state dict above>}}
 
 # The task's BDDL problem file
 
@@ -752,12 +752,9 @@ def check_args(args: Args) -> None:
         (not 1 <= args.validation_init_states <= 50, "--validation-init-states", "LIBERO has 50 per task: use 1..50"),
         (args.validation_random_steps < 0, "--validation-random-steps", "use 0 or more"),
         (args.validation_timeout <= 0, "--validation-timeout", "use a positive number of seconds"),
-        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", "use a positive number of seconds"),
-        (args.reward_memory_mb < 64, "--reward-memory-mb", "use at least 64"),
+        *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
-    for failed, flag, fix in problems:
-        if failed:
-            raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {fix}")
+    cli.check_flags(args, problems)
     url = urllib.parse.urlsplit(args.base_url or DEFAULT_BASE_URLS[args.provider])
     if url.scheme not in ("http", "https") or not url.netloc:
         raise UsageError(

@@ -9,6 +9,7 @@ action tokens of all live envs, of every group, in one batched call; each env li
 
 import hashlib
 import json
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,14 +23,11 @@ import tyro
 from tqdm import tqdm
 
 import rewards
+from cli import CAMERA_SIZE, RESET_TIMEOUT, STEP_TIMEOUT, TRAIN_MAX_STEPS, Suite, UsageError, base_suite, check_flags
 from libero_envs import (
     CONTROL_FREQ,
-    TRAIN_MAX_STEPS,
     EnvPool,
     EnvSpec,
-    Suite,
-    UsageError,
-    base_suite,
     env_horizon,
     get_init_states,
     get_suite,
@@ -38,7 +36,7 @@ from libero_envs import (
     task_goal,
     task_instruction,
 )
-from openvla_policy import ACTION_DIM, VLAPolicy, load_vla, resolve_checkpoint
+from openvla_policy import ACTION_DIM, DtypeChoice, VLAPolicy, load_vla, preprocess_image, resolve_checkpoint
 from rewards import RewardFileError
 
 VideoChoice = Literal["none", "failures", "all"]
@@ -68,11 +66,11 @@ class Args:
     """seed of the sampling (torch, numpy); fixture placements follow the task's sequence (README, "Conventions")"""
     video: VideoChoice = "none"
     """write an mp4 of the frames the policy saw for no env, the envs that failed, or all envs"""
-    camera_size: int = 256
+    camera_size: int = CAMERA_SIZE
     """agentview render size in pixels (OpenVLA's LIBERO checkpoints saw 256)"""
-    step_timeout: float = 60.0
+    step_timeout: float = STEP_TIMEOUT
     """seconds an env step may take before its worker counts as hung and is replaced"""
-    reset_timeout: float = 300.0
+    reset_timeout: float = RESET_TIMEOUT
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
     reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
     """CPU seconds one reward call may use before the run stops (reward code runs confined, a process per env)"""
@@ -80,7 +78,7 @@ class Args:
     """address space (MB) a reward process may use above its start-up size, all its calls together"""
     device: Optional[str] = None
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    dtype: DtypeChoice = "auto"
     """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA runs), float32 on cpu"""
     output_dir: str = "runs"
     """where a run's outputs go: <output-dir>/<run name>/"""
@@ -184,7 +182,7 @@ class Group:
     success: np.ndarray  # (N,) bool
     lengths: np.ndarray  # (N,) int
     failed: np.ndarray  # (N,) bool: the env crashed or hung
-    timing: dict = field(default_factory=dict)  # seconds: simulation, policy, reward, other, total
+    timing: dict = field(default_factory=dict)  # seconds: simulation (reward calls included), policy, other, total
 
     @property
     def returns(self) -> np.ndarray:
@@ -220,6 +218,48 @@ def group_generator(seed: int, group_index: int, device) -> torch.Generator:
     """The sampling stream of a run's `group_index`-th group: the same whichever process or batch collects it."""
     state = np.random.SeedSequence([seed, group_index]).generate_state(2, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state >> np.uint64(1)))
+
+
+def envs_per_group(num_envs: int, num_groups: int, termination: str, max_steps: int) -> int:
+    """N: the pool's envs split evenly over the groups, once collect_groups' arguments are checked."""
+    if termination not in ("first-success", "independent"):
+        raise UsageError(f"--termination {termination!r}: use first-success or independent")
+    if max_steps < 1:
+        raise UsageError(f"--max-steps {max_steps}: a trajectory needs at least one step")
+    n, rest = divmod(num_envs, num_groups)
+    if n == 0 or rest:
+        raise ValueError(f"{num_envs} envs cannot hold {num_groups} groups of equal size")
+    return n
+
+
+def first_observations(results: list, stop: Optional[Callable]) -> tuple:
+    """(failed, live, current image) of each env after the reset: a failed env shows a blank frame, takes no step."""
+    failed = np.array([r is None for r in results])
+    live = ~failed & (stop is None or not stop())  # a stop requested during the reset: not a single step
+    image_shape = next((r["image"].shape for r in results if r is not None), (0, 0, 3))
+    current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
+    return failed, live, current
+
+
+def reward_jobs(suite: str, starts: list, reward_files: dict, max_steps: int, reward_limits: tuple) -> tuple:
+    """(tasks, instructions, RewardJobs) of the groups that start at `starts`, one each."""
+    tasks = [get_task(suite, start.task_id) for start in starts]
+    instructions = [task_instruction(suite, start.task_id) for start in starts]  # the perturbed one on _lan/_task
+    jobs = [
+        RewardJob(file.path, file.source, suite, task.name, instruction, max_steps, *reward_limits)
+        for file, task, instruction in zip((reward_files[s.task_id] for s in starts), tasks, instructions)
+    ]
+    return tasks, instructions, jobs
+
+
+def blank_step(num_envs: int) -> dict:
+    """One step's arrays for every env of the pool, zeros until the step fills in its live envs."""
+    return {
+        "tokens": np.zeros((num_envs, ACTION_DIM), np.int64),
+        "log_probs": np.zeros(num_envs, np.float32),
+        "rewards": np.zeros(num_envs, np.float32),
+        "mask": np.zeros(num_envs, bool),
+    }
 
 
 def collect_group(
@@ -286,7 +326,7 @@ def collect_groups(
     max_steps: int,
     temperature: float = 1.0,
     termination: str = "first-success",
-    camera_size: int = 256,
+    camera_size: int = CAMERA_SIZE,
     reward_limits: tuple = (rewards.DEFAULT_CPU_SECONDS, rewards.DEFAULT_MEMORY_MB),
     progress: bool = False,
     stop: Optional[Callable] = None,
@@ -295,33 +335,20 @@ def collect_groups(
     back. One batched policy call per step serves every live env of every group (the bigger batch keeps a
     GPU busy); the groups stay independent otherwise: own task, init state, termination and sampling stream.
 
-    The rewards are computed in confined reward processes with `reward_files[task_id]` (`reward_limits`: CPU
-    seconds per call, MB of address space). When `stop()` turns true, every trajectory ends after the step in progress.
+    The pool's workers apply the policy's image pipeline (EnvPool's image_pipeline). The rewards are computed in
+    confined reward processes with `reward_files[task_id]` (`reward_limits`: CPU seconds per call, MB of address
+    space). When `stop()` turns true, every trajectory ends after the step in progress.
     """
-    if termination not in ("first-success", "independent"):
-        raise UsageError(f"--termination {termination!r}: use first-success or independent")
-    if max_steps < 1:
-        raise UsageError(f"--max-steps {max_steps}: a trajectory needs at least one step")
-    n, rest = divmod(pool.num_envs, len(starts))
-    if n == 0 or rest:
-        raise ValueError(f"{pool.num_envs} envs cannot hold {len(starts)} groups of equal size")
+    n = envs_per_group(pool.num_envs, len(starts), termination, max_steps)
     group_of = np.repeat(np.arange(len(starts)), n)  # env -> group
-    tasks = [get_task(suite, start.task_id) for start in starts]
-    instructions = [task_instruction(suite, start.task_id) for start in starts]  # the perturbed one on _lan/_task
-    jobs = [
-        RewardJob(file.path, file.source, suite, task.name, instruction, max_steps, *reward_limits)
-        for file, task, instruction in zip((reward_files[s.task_id] for s in starts), tasks, instructions)
-    ]
+    tasks, instructions, jobs = reward_jobs(suite, starts, reward_files, max_steps, reward_limits)
     timing = dict.fromkeys(("simulation", "policy"), 0.0)  # simulation includes the workers' reward calls
     start_time = time.perf_counter()
     results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size, stop=stop)
     timing["simulation"] += time.perf_counter() - start_time
-    failed = np.array([r is None for r in results])
-    live = ~failed & (stop is None or not stop())  # a stop requested during the reset: not a single step
-    image_shape = next((r["image"].shape for r in results if r is not None), (0, 0, 3))
-    current = [r["image"] if r is not None else np.zeros(image_shape, np.uint8) for r in results]
+    failed, live, current = first_observations(results, stop)
     success, lengths, steps_taken = np.zeros(len(live), bool), np.zeros(len(live), np.int64), np.zeros(len(starts), int)
-    images, tokens, log_probs, rewards_, masks = [], [], [], [], []
+    steps = {name: [] for name in ("images", "tokens", "log_probs", "rewards", "mask")}  # one array per step
     label = tasks[0].name[:40] if len(starts) == 1 else f"{len(starts)} groups"
 
     for t in tqdm(range(max_steps), desc=f"{label} steps", leave=False, disable=not progress):
@@ -329,20 +356,15 @@ def collect_groups(
         if len(ids) == 0:
             break
         steps_taken[np.unique(group_of[ids])] += 1
-        images.append(np.stack(current))
+        step = {"images": np.stack(current), **blank_step(len(live))}
         tick = time.perf_counter()
-        step_tokens, step_logp, actions = policy.act(
-            images[-1][ids],
+        step["tokens"][ids], step["log_probs"][ids], actions = policy.act(
+            step["images"][ids],
             [instructions[g] for g in group_of[ids]],
             temperature,
             generators=[starts[g].generator for g in group_of[ids]],
         )
         timing["policy"] += time.perf_counter() - tick
-        tokens.append(np.zeros((len(live), ACTION_DIM), np.int64))
-        log_probs.append(np.zeros(len(live), np.float32))
-        rewards_.append(np.zeros(len(live), np.float32))
-        masks.append(np.zeros(len(live), bool))
-        tokens[-1][ids], log_probs[-1][ids] = step_tokens, step_logp
 
         tick = time.perf_counter()
         results = pool.step(list(ids), actions)  # each worker steps its env and scores the step
@@ -351,8 +373,10 @@ def collect_groups(
             if result is None:
                 live[i], failed[i] = False, True
                 continue
-            rewards_[-1][i], masks[-1][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
+            step["rewards"][i], step["mask"][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
             success[i] |= result["done"]
+        for name, values in step.items():
+            steps[name].append(values)
         for g in range(len(starts)):
             envs = slice(g * n, (g + 1) * n)
             live[envs] = still_running(live[envs], success[envs], termination)
@@ -362,31 +386,14 @@ def collect_groups(
     timing["total"] = time.perf_counter() - start_time
     timing["other"] = timing["total"] - timing["simulation"] - timing["policy"]
     # Steps of length 0 (a stop during the reset) keep their shapes: stack one blank step, then slice it away.
-    blank = [np.stack(current), np.zeros((len(live), ACTION_DIM), np.int64), np.zeros(len(live), np.float32)]
-    blank += [np.zeros(len(live), np.float32), np.zeros(len(live), bool)]
-    steps = (images, tokens, log_probs, rewards_, masks)
-    stacked = [np.stack(step_list or [empty], axis=1) for step_list, empty in zip(steps, blank)]
+    blank = {"images": np.stack(current), **blank_step(len(live))}
+    stacked = {name: np.stack(steps[name] or [blank[name]], axis=1) for name in steps}
     groups = []
     for g, (start, task, instruction) in enumerate(zip(starts, tasks, instructions)):
         envs, length = slice(g * n, (g + 1) * n), steps_taken[g]  # each group padded to its own longest
-        group_images, group_tokens, group_log_probs, group_rewards, group_mask = (a[envs, :length] for a in stacked)
-        groups.append(
-            Group(
-                suite=suite,
-                task_name=task.name,
-                instruction=instruction,
-                init_state_id=start.init_state_id,
-                images=group_images,
-                tokens=group_tokens,
-                log_probs=group_log_probs,
-                rewards=group_rewards,
-                mask=group_mask,
-                success=success[envs],
-                lengths=lengths[envs],
-                failed=failed[envs],
-                timing=timing,
-            )
-        )
+        arrays = {name: array[envs, :length] for name, array in stacked.items()}
+        outcome = {"success": success[envs], "lengths": lengths[envs], "failed": failed[envs], "timing": timing}
+        groups.append(Group(suite, task.name, instruction, start.init_state_id, **arrays, **outcome))
     return groups
 
 
@@ -404,6 +411,8 @@ def save_videos(group: Group, directory: Path, which: str) -> list:
 
 
 def seed_everything(seed: int) -> None:
+    """Every script's --seed: python's, numpy's and torch's RNGs (the sampling; fixture placements have their own)."""
+    random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
@@ -428,23 +437,15 @@ def check_args(args: Args) -> None:
     for task_id in args.task_ids:
         get_task(args.suite, task_id)
     problems = [
-        (
-            not 0 <= args.init_state_id < 50,
-            "--init-state-id",
-            args.init_state_id,
-            "LIBERO tasks have init states 0..49",
-        ),
-        (args.num_envs < 1, "--num-envs", args.num_envs, "use 1 or more"),
-        (args.max_steps is not None and args.max_steps < 1, "--max-steps", args.max_steps, "use 1 or more"),
-        (args.temperature < 0, "--temperature", args.temperature, "use 0 (greedy) or more"),
-        (args.step_timeout <= 0, "--step-timeout", args.step_timeout, "use a positive number of seconds"),
-        (args.reset_timeout <= 0, "--reset-timeout", args.reset_timeout, "use a positive number of seconds"),
-        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", args.reward_cpu_seconds, "use a positive number"),
-        (args.reward_memory_mb < 64, "--reward-memory-mb", args.reward_memory_mb, "use at least 64"),
+        (not 0 <= args.init_state_id < 50, "--init-state-id", "LIBERO tasks have init states 0..49"),
+        (args.num_envs < 1, "--num-envs", "use 1 or more"),
+        (args.max_steps is not None and args.max_steps < 1, "--max-steps", "use 1 or more"),
+        (args.temperature < 0, "--temperature", "use 0 (greedy) or more"),
+        (args.step_timeout <= 0, "--step-timeout", "use a positive number of seconds"),
+        (args.reset_timeout <= 0, "--reset-timeout", "use a positive number of seconds"),
+        *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
-    for failed, flag, value, fix in problems:
-        if failed:
-            raise UsageError(f"{flag} {value}: {fix}")
+    check_flags(args, problems)
     check_device(args.device)
     resolve_checkpoint(args.model, args.suite)
 
@@ -456,7 +457,9 @@ def main(args: Args) -> None:
     reward_files = read_reward_files(args.suite, list(tasks), args.reward_file)
     seed_everything(args.seed)
     # The workers boot while the model loads.
-    pool = EnvPool(args.num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
+    pool = EnvPool(
+        args.num_envs, preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
+    )
     try:
         policy = load_vla(args.model, args.suite, args.device, args.dtype)
         for task_id, task in tasks.items():

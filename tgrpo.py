@@ -3,18 +3,21 @@
     python tgrpo.py --suite libero_goal --alpha-step 0.3
     python tgrpo.py --resume runs/<run_name>
 
-Each iteration: N envs start from one init state of one task, the policy samples a trajectory in each,
-a dense reward file scores every step, and the advantage fuses a step-level and a trajectory-level
-comparison across the N trajectories (`compute_advantages`). The loss is -mean(Adv * log pi).
-Paper: arXiv 2506.08440. The algorithm and its defaults: README, "The algorithm".
+Each iteration collects G groups (one by default, the paper's setting): in a group, N envs start from one init
+state of one task, the policy samples a trajectory in each, and a dense reward file scores every step. The
+advantage fuses a step-level and a trajectory-level z-score across the group's N trajectories
+(`compute_advantages`); the loss is -mean(Adv * log pi) over every valid step of the iteration, and one optimizer
+step follows (`update_policy`). Paper: arXiv 2506.08440. The algorithm and its defaults: README, "The algorithm".
+
+Read it top to bottom: Args, the algorithm, `main` (the training loop), then the plumbing (resume, the exit save,
+input checks, logging; the rest of it in checkpoints/), which a fork that changes the algorithm need not touch.
 """
 
 import os
-import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -25,21 +28,29 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+import cli
 import evaluate
 import libero_envs
 import openvla_policy
+import ranks
 import rewards
 import rollout
 from checkpoints import (
-    damaged,
+    StopNow,
+    damaged_file_error,
     find_checkpoint,
+    flags_given,
+    prepare_run_dir,
     read_checkpoint_files,
     read_trainer_state,
+    resumed_args,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    stop_on_signals,
+    warn_changed_rewards,
 )
-from libero_envs import UsageError
+from cli import UsageError
 
 
 @dataclass
@@ -57,7 +68,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the wandb entity (team)"""
 
-    suite: libero_envs.Suite = "libero_goal"
+    suite: cli.Suite = "libero_goal"
     """LIBERO suite (libero_10 is "Long")"""
     task_ids: Optional[tuple[int, ...]] = None
     """tasks to train on, visited in turn (default: every task of the suite)"""
@@ -94,11 +105,11 @@ class Args:
     lora_alpha: Optional[int] = None
     """LoRA alpha (not reported; default min(rank, 16) as in OpenVLA's fine-tuning)"""
     micro_batch_size: int = 8
-    """(step) samples per forward/backward pass; gradients are accumulated over the whole group"""
+    """(step) samples per forward/backward pass; gradients are accumulated over the whole iteration"""
     max_grad_norm: float = 1.0
     """gradient norm clip"""
     update_epochs: int = 1
-    """passes over each group; above 1 the PPO ratio clipping becomes active"""
+    """passes over the iteration's groups, one optimizer step each; above 1 the PPO ratio clipping becomes active"""
     clip_coef: float = 0.2
     """PPO ratio clip (only matters with --update-epochs above 1)"""
     kl_coef: float = 0.0
@@ -106,15 +117,15 @@ class Args:
     gradient_checkpointing: bool = True
     """recompute activations in the backward pass on CUDA (saves most activation memory)"""
 
-    camera_size: int = 256
+    camera_size: int = cli.CAMERA_SIZE
     """agentview render size in pixels"""
-    step_timeout: float = 60.0
+    step_timeout: float = cli.STEP_TIMEOUT
     """seconds an env step may take before its worker counts as hung and is replaced"""
-    reset_timeout: float = 300.0
+    reset_timeout: float = cli.RESET_TIMEOUT
     """seconds an env reset may take (building a new task's scene takes longest) before its worker counts as hung"""
-    reward_cpu_seconds: float = 5.0
+    reward_cpu_seconds: float = rewards.DEFAULT_CPU_SECONDS
     """CPU seconds one reward call may use before the run stops (reward code runs confined, a process per env)"""
-    reward_memory_mb: int = 1024
+    reward_memory_mb: int = rewards.DEFAULT_MEMORY_MB
     """address space (MB) a reward process may use above its start-up size, all its calls together"""
     save_every: int = 10
     """write a checkpoint every this many iterations (and on Ctrl-C or an error)"""
@@ -134,34 +145,39 @@ class Args:
     """torch.distributed backend under torchrun: auto is nccl on GPUs, gloo on CPU"""
 
 
+# ==========================================================================================================
+# The algorithm: a fork that changes TGRPO edits here (and Args). The advantage, the loss, the KL term, the
+# LoRA recipe, the update and the order in which tasks are visited; what a group holds is rollout.Group.
+# ==========================================================================================================
+
+
+def group_zscore(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / (std + eps) across the group (dim 0), over the entries `mask` keeps; 0 where masked out, and 0
+    wherever the kept values are all equal (or only one is kept), never NaN.
+
+    The std is the biased one (divide by n): the N trajectories are the whole population being ranked, not a
+    sample of a larger one, and it stays defined at n = 1 (GRPO implementations differ here; with N = 4 the
+    unbiased std is 15% larger, which only rescales the advantage).
+    """
+    weight = mask.to(values.dtype)
+    count = weight.sum(0).clamp(min=1)
+    mean = (values * weight).sum(0) / count
+    std = (((values - mean) ** 2 * weight).sum(0) / count).sqrt()
+    spread = torch.where(mask, values, -torch.inf).amax(0) - torch.where(mask, values, torch.inf).amin(0)
+    return torch.where(mask & (spread > 0), (values - mean) / (std + eps), 0.0)
+
+
 def compute_advantages(
     rewards: torch.Tensor, mask: torch.Tensor, alpha_step: float, alpha_traj: float, eps: float = 1e-8
 ):
-    """TGRPO's advantage for one group of N trajectories: (fused, step-level S, trajectory-level T).
+    """TGRPO's advantage of one group: (fused, step-level S, trajectory-level T) of rewards and mask (N, T).
 
-    S[i, t] is the z-score of R[i, t] across the trajectories that exist at step t; T[i] is the z-score of
-    the return G[i] = sum_t R[i, t] across the N trajectories. fused = alpha_step * S + alpha_traj * T, shape
-    (N, T); masked-out steps are 0, and wherever the compared values are all equal (or only one exists) the
-    z-score is 0, never NaN.
-
-    The std is the biased one (divide by n): the N trajectories are the whole population being ranked,
-    not a sample of a larger one, and it stays defined at n = 1 (GRPO implementations differ here;
-    with N = 4 the unbiased std is 15% larger, which only rescales the advantage).
+    S[i, t] z-scores R[i, t] across the trajectories that exist at step t; T[i] z-scores the return
+    G[i] = sum_t R[i, t] across the N trajectories. fused = alpha_step * S + alpha_traj * T, 0 on masked-out steps.
     """
-    weight = mask.to(rewards.dtype)
-    count = weight.sum(0)
-    mean = (rewards * weight).sum(0) / count.clamp(min=1)
-    std = (((rewards - mean) ** 2 * weight).sum(0) / count.clamp(min=1)).sqrt()
-    spread = torch.where(mask, rewards, -torch.inf).amax(0) - torch.where(mask, rewards, torch.inf).amin(0)
-    step = torch.where(mask & (spread > 0), (rewards - mean) / (std + eps), 0.0)
-
-    returns, exists = (rewards * weight).sum(1), mask.any(1)
-    n = exists.sum().clamp(min=1)
-    mean_return = returns[exists].sum() / n
-    std_return = (((returns - mean_return) ** 2)[exists].sum() / n).sqrt()
-    tied = returns[exists].numel() < 2 or bool(returns[exists].max() == returns[exists].min())
-    traj = torch.zeros_like(returns) if tied else torch.where(exists, (returns - mean_return) / (std_return + eps), 0.0)
-
+    step = group_zscore(rewards, mask, eps)
+    returns = (rewards * mask.to(rewards.dtype)).sum(1)
+    traj = group_zscore(returns, mask.any(1), eps)
     fused = torch.where(mask, alpha_step * step + alpha_traj * traj[:, None], 0.0)
     return fused, step, traj
 
@@ -200,25 +216,35 @@ def trainable_in_float32(model) -> list:
     return params
 
 
-def schedule(iteration: int, task_ids: list, num_init_states: int = 50) -> tuple:
-    """(task_id, init_state_id, visit) of an iteration: cycle through the tasks, then the init states.
+def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Optional[str]):
+    """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer; stops here, before
+    the first collection, when the update would not fit in the GPU's memory."""
+    policy = openvla_policy.load_vla(args.model, args.suite, device, args.dtype)
+    if args.gradient_checkpointing and policy.device.type == "cuda":
+        policy.model.language_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    from peft import PeftModel  # here, not at the top: the env workers re-import this file and never need peft
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
 
-    `visit` (how many times the task came before) picks the fixture placement, as the episode number does in
-    evaluation: the 50 first visits of a task see exactly the (init state, placement) pairs evaluation sees.
-    """
-    visit = iteration // len(task_ids)
-    return task_ids[iteration % len(task_ids)], visit % num_init_states, visit
-
-
-def rank_groups(iteration: int, groups_per_iteration: int, rank: int, world_size: int) -> range:
-    """Run-wide indices of the groups this rank collects in an iteration: its block of the iteration's G.
-
-    A group's index picks its (task, init state, placement) through `schedule` and seeds its sampling stream,
-    so G groups on one process or spread over K ranks are the same groups.
-    """
-    per_rank = groups_per_iteration // world_size
-    first = iteration * groups_per_iteration + rank * per_rank
-    return range(first, first + per_rank)
+    if checkpoint is None:
+        policy.model = add_lora(policy.model, args.lora_rank, args.lora_alpha)
+    else:
+        try:
+            policy.model = PeftModel.from_pretrained(policy.model, str(checkpoint / "adapter"), is_trainable=True)
+        except Exception as error:
+            raise damaged_file_error(checkpoint / "adapter", error) from None
+    policy.model.eval()
+    params = trainable_in_float32(policy.model)
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
+    if checkpoint is not None:  # peft loaded the saved fp32 LoRA weights into base-dtype ones: load them again in fp32
+        set_peft_model_state_dict(policy.model, load_peft_weights(str(checkpoint / "adapter")))
+    if torch.distributed.is_initialized():  # every rank starts from rank 0's adapter
+        for param in params:
+            torch.distributed.broadcast(param.data, src=0)
+    # An update that cannot fit stops the run here, not after an hour of rollouts.
+    check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
+    return policy, optimizer
 
 
 def update_policy(policy, groups: list, advantages: list, masks: list, optimizer, args: Args, num_steps: int) -> dict:
@@ -261,43 +287,231 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
                     sums["approx_kl"] += ((ratio - 1) - log_ratio).sum().item() / num_steps
                     sums["clipfrac"] += ((ratio - 1).abs() > args.clip_coef).float().sum().item() / num_steps
                 sums["loss"] += loss_total.item()
-        sum_gradients_over_ranks(params)
+        ranks.sum_gradients_over_ranks(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm).item()
         optimizer.step()
-        stats = dict(zip(keys, evaluate.sum_over_ranks(list(sums.values()))), grad_norm=grad_norm)
+        stats = dict(zip(keys, ranks.sum_over_ranks(list(sums.values()))), grad_norm=grad_norm)
     policy.model.eval()
     # Teacher-forced vs sampling log-probs: ~1e-6 in fp32; in bf16 it shows how far the two numerics drift.
     sampled = [group.log_probs[mask.numpy()] for group, mask in zip(groups, masks)]
     mismatch = sum(float(np.abs(old.numpy() - logp).sum()) for old, logp in zip(old_logp, sampled))
-    mismatch, count = evaluate.sum_over_ranks([mismatch, sum(len(logp) for logp in sampled)])
+    mismatch, count = ranks.sum_over_ranks([mismatch, sum(len(logp) for logp in sampled)])
     stats["logprob_mismatch"] = mismatch / max(count, 1)
     return stats
 
 
-def sum_gradients_over_ranks(params: list) -> None:
-    """One all-reduce of all LoRA gradients, flattened (a no-op in a single process)."""
-    if not torch.distributed.is_initialized():
+# ----------------------------------------------------------------------------------------------------------
+# Update memory: estimated before the first collection, so that a run whose update cannot fit stops before
+# an hour of rollouts rather than at its first update.
+
+# Activation memory of one sample in the update, in bytes per frozen base parameter, with gradient checkpointing
+# on (True) or off; and the rest (allocator slack, cuBLAS workspaces). Fitted to the peak memory torch reserved
+# in benchmarks/bench_gpu.py on OpenVLA-7B's shapes (H100, ~290 tokens per sample, micro-batch 1-16: 0.94 and
+# 3.45 GB per sample, within 0.3 GB of every measured peak). The parameter count stands in for width x depth,
+# which holds within the OpenVLA-7B family, not for arbitrary architectures.
+UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.125, False: 0.46}
+UPDATE_FIXED_BYTES = 0.5e9
+
+
+def estimate_update_memory(
+    num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int, gradient_checkpointing: bool
+) -> float:
+    """Peak GPU memory (bytes) of tgrpo.py's `update_policy`: the frozen base weights, the fp32 LoRA weights with their
+    gradients and two AdamW moments (16 bytes per LoRA parameter), and one micro-batch's activations."""
+    activations = micro_batch_size * UPDATE_ACTIVATION_BYTES_PER_PARAM[gradient_checkpointing] * num_params
+    return num_params * param_bytes + 16 * lora_params + activations + UPDATE_FIXED_BYTES
+
+
+def update_memory_problem(
+    num_params: int,
+    param_bytes: int,
+    lora_params: int,
+    micro_batch_size: int,
+    gradient_checkpointing: bool,
+    available_bytes: float,
+) -> Optional[str]:
+    """None if the update fits in `available_bytes`; otherwise one line naming the flags that would fit."""
+
+    def need(size: int, checkpointing: bool) -> float:
+        return estimate_update_memory(num_params, param_bytes, lora_params, size, checkpointing)
+
+    def flags(size: int, checkpointing: bool) -> str:
+        return f"--micro-batch-size {size}" + (" --gradient-checkpointing" if checkpointing else "")
+
+    if need(micro_batch_size, gradient_checkpointing) <= available_bytes:
+        return None
+    fits = []
+    for checkpointing in sorted({gradient_checkpointing, True}):  # never suggest turning checkpointing off
+        sizes = [size for size in range(micro_batch_size, 0, -1) if need(size, checkpointing) <= available_bytes]
+        if sizes:
+            fits.append(flags(sizes[0], checkpointing))
+    advice = f"these fit: {' or '.join(fits)}" if fits else "nothing fits: use a GPU with more free memory"
+    needed_gb, available_gb = need(micro_batch_size, gradient_checkpointing) / 1e9, available_bytes / 1e9
+    return (
+        f"{flags(micro_batch_size, gradient_checkpointing)}: the update needs about {needed_gb:.0f} GB of GPU memory "
+        f"and {available_gb:.0f} GB are free; {advice}"
+    )
+
+
+def check_update_memory(policy, micro_batch_size: int, gradient_checkpointing: bool) -> None:
+    """Stop, naming flags that fit, when the update's estimated peak exceeds the GPU's free memory (CUDA only)."""
+    if policy.device.type != "cuda":
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([grad.flatten() for grad in grads])
-    torch.distributed.all_reduce(flat)
-    for p, grad in zip(params, flat.split([grad.numel() for grad in grads])):
-        p.grad = grad.view_as(p)
-
-
-def check_ranks_agree(params: list) -> None:
-    """Stop if the ranks' adapters differ (they take the same steps from the same start, so they never should)."""
-    checksum = [
-        float(sum(p.detach().double().sum() for p in params)),
-        float(sum(p.detach().double().square().sum() for p in params)),
-    ]
-    sums = evaluate.gather_from_ranks(checksum)
-    if any(not np.allclose(other, sums[0], rtol=1e-9, atol=0) for other in sums):
-        raise RuntimeError(f"the ranks' adapters differ (checksums {sums}); please report this as a bug")
+    frozen = [p for p in policy.model.parameters() if not p.requires_grad]
+    lora_params = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
+    free, _ = torch.cuda.mem_get_info(policy.device)
+    available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
+    problem = update_memory_problem(
+        sum(p.numel() for p in frozen),
+        frozen[0].element_size(),
+        lora_params,
+        micro_batch_size,
+        gradient_checkpointing,
+        available,
+    )
+    if problem:
+        raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Resuming: the checkpoint files themselves (writing, verifying, falling back) are in checkpoints/
+# Which groups an iteration collects
+
+
+def schedule(iteration: int, task_ids: list, num_init_states: int = 50) -> tuple:
+    """(task_id, init_state_id, visit) of an iteration: cycle through the tasks, then the init states.
+
+    `visit` (how many times the task came before) picks the fixture placement, as the episode number does in
+    evaluation: the 50 first visits of a task see exactly the (init state, placement) pairs evaluation sees.
+    """
+    visit = iteration // len(task_ids)
+    return task_ids[iteration % len(task_ids)], visit % num_init_states, visit
+
+
+def group_indices(iteration: int, groups_per_iteration: int, rank: int, world_size: int) -> range:
+    """Run-wide indices of the groups this rank collects in an iteration: its block of the iteration's G.
+
+    A group's index picks its (task, init state, placement) through `schedule` and seeds its sampling stream,
+    so G groups on one process or spread over K ranks are the same groups.
+    """
+    per_rank = groups_per_iteration // world_size
+    first = iteration * groups_per_iteration + rank * per_rank
+    return range(first, first + per_rank)
+
+
+def collect_iteration(policy, pool, args: Args, iteration: int, task_ids: list, reward_files: dict, stop) -> list:
+    """This rank's share of the iteration's G groups, each from the (task, init state, placement) `schedule` gives
+    its run-wide index and with a sampling stream of its own; one batched policy call per control step serves all."""
+    rank, world_size = ranks.rank_and_world_size()
+    starts = []
+    for index in group_indices(iteration, args.groups_per_iteration, rank, world_size):
+        task_id, init_state_id, visit = schedule(index, task_ids)
+        generator = rollout.group_generator(args.seed, index, policy.device)
+        starts.append(rollout.GroupStart(task_id, init_state_id, placement=visit, generator=generator))
+    return rollout.collect_groups(
+        policy,
+        pool,
+        suite=args.suite,
+        starts=starts,
+        reward_files=reward_files,
+        max_steps=args.max_steps or cli.TRAIN_MAX_STEPS[args.suite],
+        temperature=args.temperature,
+        termination=args.termination,
+        camera_size=args.camera_size,
+        reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb),
+        stop=stop,
+    )
+
+
+# ==========================================================================================================
+# The training loop
+# ==========================================================================================================
+
+
+def main(args: Args, given_flags: set = frozenset()) -> dict:
+    """Train; `given_flags` (see flags_given) are the flags of the command line, which --resume checks."""
+    check_args(args)  # the command line, before the ranks meet
+    rank, world_size, device = ranks.start_distributed(args.dist_backend, args.device)
+    args, resumed = resume_run(args, given_flags, rank, world_size) if args.resume else (args, None)
+    if resumed is not None and resumed["iteration"] >= args.num_iterations:  # complete: resume_run said so
+        return {"run_dir": Path(args.resume), "iteration": resumed["iteration"], "exit_code": 0}
+    task_ids = selected_task_ids(args)
+    reward_files = rollout.read_reward_files(args.suite, task_ids, args.reward_file)  # _lan/_swap: maybe the base's
+    args = replace(args, groups_per_iteration=args.groups_per_iteration or world_size)
+    run_dir = prepare_run_dir(args, started=ranks.from_rank0(int(time.time())))
+    writer = start_logging(args, run_dir) if rank == 0 else None
+    rollout.seed_everything(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    # The workers boot while the model loads; they ignore SIGTERM, so every way out closes them.
+    num_envs = args.groups_per_iteration // world_size * args.num_envs
+    pool = libero_envs.EnvPool(
+        num_envs, openvla_policy.preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
+    )
+    try:
+        policy, optimizer = load_trainable_policy(args, resumed and resumed["checkpoint"], device)
+        last_update = restore_training_state(resumed, optimizer, reward_files, run_dir)
+    except BaseException:
+        pool.close()
+        raise
+
+    def save(compare_ranks: bool = True) -> Optional[Path]:
+        return save_run(run_dir, policy, optimizer, args, last_update, reward_files, compare_ranks)
+
+    previous_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    stop_requested = stop_on_signals(distributed=world_size > 1)
+    exit_code, save_on_exit = 0, True
+    progress = progress_bar(last_update["iteration"], args.num_iterations, rank)
+    try:
+        for iteration in progress:
+            tick = time.perf_counter()
+            groups = collect_iteration(policy, pool, args, iteration, task_ids, reward_files, stop_requested)
+            # TGRPO's advantage, per group. A simulator crash is not the policy's doing: leave it out of the update.
+            masks = [torch.as_tensor(group.mask & ~group.failed[:, None]) for group in groups]
+            group_rewards = [torch.as_tensor(group.rewards) for group in groups]
+            advantages, step_advantages, traj_advantages = zip(
+                *(compute_advantages(r, m, args.alpha_step, args.alpha_traj) for r, m in zip(group_rewards, masks))
+            )
+            counts = [sum(int(mask.sum()) for mask in masks), sum(int(g.mask.sum()) for g in groups), stop_requested()]
+            valid_steps, env_steps, stopping = ranks.sum_over_ranks(counts)  # over this iteration's groups on all ranks
+            if stopping:  # every rank sees the same sum, so all stop here together
+                raise KeyboardInterrupt
+
+            update_tick = time.perf_counter()
+            stats = update_policy(policy, groups, advantages, masks, optimizer, args, max(int(valid_steps), 1))
+            global_step = last_update["global_step"] + int(env_steps)  # env steps so far: the x-axis of every chart
+            last_update = {"rng": rng_state(), "iteration": iteration + 1, "global_step": global_step}
+            timing = {**groups[0].timing, "update": time.perf_counter() - update_tick}
+            timing["iteration"] = time.perf_counter() - tick
+
+            summary = summarize_groups(groups, masks, step_advantages, traj_advantages)  # every rank's groups
+            if rank == 0:
+                log_iteration(writer, progress, args, last_update, summary, stats, timing, task_ids)
+                if args.video_every and (iteration + 1) % args.video_every == 0:
+                    save_video(run_dir, groups[0], iteration + 1)
+            if args.save_every and (iteration + 1) % args.save_every == 0:
+                save()
+            if args.eval_every and (iteration + 1) % args.eval_every == 0:
+                run_periodic_eval(policy, pool, args, task_ids, writer, last_update, stop_requested)
+    except KeyboardInterrupt:
+        exit_code = 130
+    except StopNow:
+        exit_code, save_on_exit = 130, False
+    except rewards.RewardFileError as error:
+        print(f"[tgrpo] stopped: {error}", file=sys.stderr)
+        exit_code = 1
+    finally:  # on Ctrl-C and on errors alike, keep what the completed iterations learned
+        exit_code = close_run(pool, writer, save, exit_code, save_on_exit, last_update, run_dir, previous_handlers)
+    return {"run_dir": run_dir, "iteration": last_update["iteration"], "exit_code": exit_code}
+
+
+# ==========================================================================================================
+# Plumbing: resume, the exit save, input checks, logging (the checkpoint files, the run directory and the stop
+# signals are in checkpoints/). Nothing below changes what is learned; a fork that changes the algorithm should
+# not need to touch it, except to keep a new flag that changes what is learned out of SAFE_TO_CHANGE_ON_RESUME.
+# ==========================================================================================================
+
+# ----------------------------------------------------------------------------------------------------------
+# Resuming and saving
 
 # Flags a resumed run may change: they do not alter what is learned (micro-batching only regroups the sums).
 SAFE_TO_CHANGE_ON_RESUME = set(
@@ -307,64 +521,92 @@ SAFE_TO_CHANGE_ON_RESUME = set(
 )
 
 
-def flags_given(argv: list) -> set:
-    """The Args fields a command line names (--num-envs 4, --num-envs=4, --no-track), even at their defaults."""
-    names = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
-    return names | {name[3:] for name in names if name.startswith("no_")}
-
-
-def resumed_args(args: Args, saved_args: dict, run_dir: Path, given_flags: set = frozenset()) -> Args:
-    """The run's own arguments; a flag the user gave (`given_flags`, or any value off its default) overrides them
-    only where that is safe."""
-    defaults = asdict(Args())
-    merged = {}
-    for field in fields(Args):
-        saved, given = saved_args.get(field.name, defaults[field.name]), getattr(args, field.name)
-        saved = tuple(saved) if isinstance(saved, list) else saved
-        merged[field.name] = saved
-        if given == saved or (given == defaults[field.name] and field.name not in given_flags):
-            continue
-        if field.name not in SAFE_TO_CHANGE_ON_RESUME:
-            flag = "--" + field.name.replace("_", "-")
-            raise UsageError(
-                f"--resume {run_dir}: the run was trained with {flag} {saved}, not {given}; that cannot change "
-                f"mid-run. Resume without {flag}, or start a new run"
-            )
-        merged[field.name] = given
-    merged["resume"] = str(run_dir)
-    return Args(**merged)
-
-
-def warn_changed_rewards(saved_hashes: dict, reward_files: dict) -> None:
-    for task_id, reward_file in reward_files.items():
-        before = saved_hashes.get(str(task_id))
-        if before is not None and before != reward_file.sha256:
+def resume_run(args: Args, given_flags: set, rank: int, world_size: int) -> tuple:
+    """(the run's own arguments, its newest complete checkpoint's trainer state) for --resume. The state holds the
+    optimizer and RNG states and the checkpoint's path too, unless the run is complete: then it says so and
+    nothing more is read."""
+    # Rank 0 verifies and tidies what a crash may have left; the others wait for it.
+    checkpoint = Path(ranks.from_rank0(str(find_checkpoint(Path(args.resume))) if rank == 0 else None))
+    saved, _ = read_trainer_state(checkpoint)
+    args = resumed_args(args, saved["args"], Path(args.resume), given_flags, SAFE_TO_CHANGE_ON_RESUME)
+    check_args(args)
+    if saved["iteration"] >= args.num_iterations:
+        if rank == 0:
             print(
-                f"[tgrpo] warning: {reward_file.path} changed since the checkpoint; the run continues with the new one"
+                f"[tgrpo] nothing to do: {args.resume} has completed {saved['iteration']} iterations and "
+                f"--num-iterations is {args.num_iterations}; pass a larger --num-iterations to train on"
             )
+        return args, saved
+    saved.update(read_checkpoint_files(checkpoint), checkpoint=checkpoint)
+    if saved.get("world_size", 1) != world_size:
+        trained_on = saved.get("world_size", 1)
+        launch = f"torchrun --nproc-per-node {trained_on} tgrpo.py" if trained_on > 1 else "python tgrpo.py"
+        raise UsageError(
+            f"--resume {args.resume}: the run was trained on {trained_on} rank(s), and this is {world_size}; its "
+            f"sampling streams and update sums follow its ranks, so resume it as it ran: {launch} --resume {args.resume}"
+        )
+    return args, saved
 
 
-class StopNow(BaseException):
-    """A second Ctrl-C: leave at once, without a checkpoint (the model may be between two optimizer steps)."""
+def restore_training_state(resumed: Optional[dict], optimizer, reward_files: dict, run_dir: Path) -> dict:
+    """The state as of the last applied optimizer step (RNG states, iteration, global_step), which a checkpoint saves
+    besides the adapter and the optimizer: a new run's, or the resumed checkpoint's, whose optimizer and RNG states
+    are restored here."""
+    if resumed is None:
+        return {"rng": rng_state(), "iteration": 0, "global_step": 0}
+    try:
+        optimizer.load_state_dict(resumed["optimizer.pt"])
+    except ValueError as error:
+        raise damaged_file_error(resumed["checkpoint"] / "optimizer.pt", error) from None
+    set_rng_state(resumed["rng.pt"])
+    warn_changed_rewards(resumed.get("reward_sha256", {}), reward_files)
+    if ranks.rank_and_world_size()[0] == 0:
+        print(f"[tgrpo] resuming {run_dir} at iteration {resumed['iteration'] + 1}")
+    # A checkpoint from before TensorBoard's x-axis was global_step has none: its charts go on from 0.
+    return {"rng": rng_state(), "iteration": resumed["iteration"], "global_step": resumed.get("global_step", 0)}
 
 
-def stop_on_signals(distributed: bool) -> list:
-    """Ctrl-C, or the SIGTERM a scheduler sends before preempting a job, asks the run to stop: a collection or
-    evaluation ends at its next step, an update in progress finishes, then the run saves and exits 130. Every
-    rank decides at the same point of the loop, so none waits forever for one that left. A second Ctrl-C stops
-    at once, except under torchrun: it passes each Ctrl-C on to the ranks once more and ends them itself."""
-    requests = []
+def save_run(run_dir: Path, policy, optimizer, args: Args, last_update: dict, reward_files: dict, compare_ranks=True):
+    """Rank 0 writes the checkpoint of the last applied optimizer step (checkpoints/); returns its path (None on the
+    other ranks). `compare_ranks`: first stop if the ranks' adapters differ."""
+    if compare_ranks:
+        ranks.check_ranks_agree([p for p in policy.model.parameters() if p.requires_grad])
+    rank, world_size = ranks.rank_and_world_size()
+    if rank > 0:
+        return None
+    state = {"iteration": last_update["iteration"], "global_step": last_update["global_step"], "args": asdict(args)}
+    state["reward_sha256"] = {str(t): reward_file.sha256 for t, reward_file in reward_files.items()}
+    state["world_size"] = world_size
+    return save_checkpoint(run_dir, policy.model, optimizer, state, last_update["rng"])
 
-    def handler(signum, frame):
-        requests.append(signum)
-        if len(requests) == 1:
-            print("\n[tgrpo] stop requested: finishing this step or update, then saving (Ctrl-C again: stop now)")
-        elif len(requests) == 2 and not distributed:  # later ones: already stopping at once
-            raise StopNow
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+def close_run(pool, writer, save, exit_code: int, save_on_exit: bool, last_update: dict, run_dir: Path, handlers: dict):
+    """The way out of training, after a stop, an error or the last iteration: close the env workers and, unless a
+    second Ctrl-C said not to, `save()` what the completed iterations learned; put the signal `handlers` back.
+    Returns the exit code (130 when a second Ctrl-C cut the save short)."""
+    rank, world_size = ranks.rank_and_world_size()
+    try:  # the message is printed in here, so a second Ctrl-C that answers it lands in `except StopNow`
+        if exit_code == 130 and save_on_exit and rank == 0:
+            print(f"\n[tgrpo] interrupted; saving the {last_update['iteration']} completed iterations")
+        pool.close()
+        if save_on_exit:
+            # After a failure on one rank the others may be gone: only a stop they all took compares them.
+            compared = exit_code != 1 and sys.exc_info()[0] is None
+            saved_to = save(compare_ranks=compared)
+            if rank == 0:
+                same = f", the same on all {world_size} ranks" if world_size > 1 and compared else ""
+                print(f"[tgrpo] checkpoint after {last_update['iteration']} iterations{same}: {saved_to} ", end="")
+                print(f"(continue with --resume {run_dir})")
+    except StopNow:  # a second Ctrl-C during the exit save: a half-written one never replaces the last one
+        exit_code, save_on_exit = 130, False
+        pool.close()  # again, if the signal cut it short (later signals are ignored): workers ignore SIGTERM
+    if not save_on_exit:
+        print(f"\n[tgrpo] stopped at once; the last checkpoint written stays ({run_dir / 'checkpoint'})")
+    if writer is not None:
+        writer.close()
+    for signum, handler in handlers.items():
         signal.signal(signum, handler)
-    return requests
+    return exit_code
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -388,12 +630,11 @@ def check_args(args: Args) -> None:
         (args.update_epochs < 1, "--update-epochs", "use 1 or more"),
         (args.step_timeout <= 0, "--step-timeout", "use a positive number of seconds"),
         (args.reset_timeout <= 0, "--reset-timeout", "use a positive number of seconds"),
-        (args.reward_cpu_seconds <= 0, "--reward-cpu-seconds", "use a positive number of seconds"),
-        (args.reward_memory_mb < 64, "--reward-memory-mb", "use at least 64"),
         (args.save_every < 0, "--save-every", "use 0 (never) or a positive period"),
         (args.eval_every < 0, "--eval-every", "use 0 (never) or a positive period"),
         (args.video_every < 0, "--video-every", "use 0 (never) or a positive period"),
         (not 1 <= args.eval_trials_per_task <= 50, "--eval-trials-per-task", "LIBERO has 50 init states: use 1..50"),
+        *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's number of ranks
     groups = args.groups_per_iteration
@@ -408,14 +649,11 @@ def check_args(args: Args) -> None:
     task_ids = selected_task_ids(args)
     repeated = sorted({t for t in task_ids if task_ids.count(t) > 1})
     problems.append((repeated, "--task-ids", f"task(s) {' '.join(map(str, repeated))} repeated; list each task once"))
-    for failed, flag, fix in problems:
-        if failed:
-            value = getattr(args, flag[2:].replace("-", "_"))
-            raise UsageError(f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}: {fix}")
+    cli.check_flags(args, problems)
     for task_id in task_ids:
         libero_envs.get_task(args.suite, task_id)
     rollout.check_device(args.device)
-    evaluate.check_dist_backend(args.dist_backend, args.device)
+    ranks.check_dist_backend(args.dist_backend, args.device)
     openvla_policy.resolve_checkpoint(args.model, args.suite)
 
 
@@ -423,26 +661,8 @@ def selected_task_ids(args: Args) -> list:
     return list(args.task_ids) if args.task_ids else list(range(libero_envs.get_suite(args.suite).n_tasks))
 
 
-def prepare_run_dir(args: Args, started: int) -> Path:
-    """The run directory, named after `started` (rank 0's clock), created and proven writable before anything
-    slow happens."""
-    run_dir = (
-        Path(args.resume)
-        if args.resume
-        else Path(args.output_dir) / f"{args.suite}__{args.exp_name}__{args.seed}__{started}"
-    )
-    flag = "--resume" if args.resume else "--output-dir"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write_test.{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        where = args.resume or args.output_dir
-        raise UsageError(
-            f"{flag} {where}: cannot write to {run_dir} ({error.strerror}); choose a writable directory"
-        ) from None
-    return run_dir
+# ----------------------------------------------------------------------------------------------------------
+# Logging: TensorBoard (and wandb) on rank 0, every scalar against global_step, the env steps so far
 
 
 def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
@@ -464,9 +684,20 @@ def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
     return writer
 
 
+def progress_bar(completed: int, num_iterations: int, rank: int) -> tqdm:
+    """The iterations still to run, with a bar in a terminal (piped to a file, the `iter` lines say it all)."""
+    return tqdm(
+        range(completed, num_iterations),
+        desc="tgrpo",
+        initial=completed,
+        total=num_iterations,
+        disable=rank > 0 or not (sys.stdout.isatty() and sys.stderr.isatty()),
+    )
+
+
 def summarize_groups(groups: list, masks: list, step_advantages: list, traj_advantages: list) -> dict:
-    """This rank's share of what an iteration logs; rank 0 gathers every rank's and concatenates them."""
-    return {
+    """What an iteration logs, over every rank's groups: each rank summarizes its own, and all gather them."""
+    own = {
         "success": np.concatenate([group.success for group in groups]),
         "returns": np.concatenate([group.returns for group in groups]),
         "lengths": np.concatenate([group.lengths for group in groups]),
@@ -475,18 +706,23 @@ def summarize_groups(groups: list, masks: list, step_advantages: list, traj_adva
         "step_advantages": np.concatenate([step[mask].numpy() for step, mask in zip(step_advantages, masks)]),
         "traj_advantages": np.concatenate([traj.numpy() for traj in traj_advantages]),
     }
+    parts = ranks.gather_from_ranks(own)
+    return {key: np.concatenate([part[key] for part in parts]) for key in own}
 
 
-def log_iteration(writer, iteration: int, summary: dict, stats: dict, timing: dict, lr: float) -> dict:
+def log_iteration(writer, progress, args: Args, last_update: dict, summary: dict, stats: dict, timing: dict, task_ids):
+    """TensorBoard's scalars of the iteration just done, against global_step, and its `iter` line."""
+    iteration, global_step = last_update["iteration"], last_update["global_step"]
     returns = summary["returns"][~summary["failed"]] if (~summary["failed"]).any() else summary["returns"]
     scalars = {
+        "charts/iteration": iteration,
         "charts/success_rate": summary["success"].mean(),
         "charts/return_mean": returns.mean(),
         "charts/return_min": returns.min(),
         "charts/return_max": returns.max(),
         "charts/episode_length": summary["lengths"].mean(),
         "charts/env_crashes": summary["failed"].sum(),
-        "charts/learning_rate": lr,
+        "charts/learning_rate": args.learning_rate,
         "charts/SPS": summary["env_steps"].sum() / timing["iteration"],
         "advantages/step_mean": summary["step_advantages"].mean(),
         "advantages/step_std": summary["step_advantages"].std(),
@@ -496,8 +732,14 @@ def log_iteration(writer, iteration: int, summary: dict, stats: dict, timing: di
         **{f"time/{k}": timing[k] for k in ("simulation", "policy", "update", "iteration")},
     }
     for name, value in scalars.items():
-        writer.add_scalar(name, float(value), iteration)
-    return scalars
+        writer.add_scalar(name, float(value), global_step)
+    indices = group_indices(iteration - 1, args.groups_per_iteration, rank=0, world_size=1)  # all ranks' groups
+    where = ", ".join("{}/{}".format(*schedule(index, task_ids)[:2]) for index in indices)
+    progress.write(
+        f"iter {iteration:4d} task/init {where} | success {summary['success'].mean():.2f} "
+        f"return {scalars['charts/return_mean']:8.3f} len {summary['lengths'].mean():5.1f} | "
+        f"loss {stats['loss']:+.4f} grad {stats['grad_norm']:.3f} | {scalars['charts/SPS']:.1f} SPS"
+    )
 
 
 def save_video(run_dir: Path, group, iteration: int) -> None:
@@ -508,7 +750,7 @@ def save_video(run_dir: Path, group, iteration: int) -> None:
     imageio.mimwrite(path, frames, fps=libero_envs.CONTROL_FREQ, macro_block_size=1)
 
 
-def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteration: int, stop) -> None:
+def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, last_update: dict, stop) -> None:
     """The tasks are split over the ranks; rank 0 (the one with a writer) logs the result."""
     # Greedy: it draws no random numbers, so the training RNG stream is the same with or without it.
     result = evaluate.evaluate_suite(
@@ -523,207 +765,9 @@ def run_periodic_eval(policy, pool, args: Args, task_ids: list, writer, iteratio
         stop=stop,
     )
     if writer is not None:
-        writer.add_scalar("eval/success_rate", result["success_rate"], iteration)
-        print(f"[tgrpo] eval at iteration {iteration}: {result['success_rate']:.1%} over {len(task_ids)} tasks")
-
-
-def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Optional[str]):
-    """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer."""
-    policy = openvla_policy.load_vla(args.model, args.suite, device, args.dtype)
-    if args.gradient_checkpointing and policy.device.type == "cuda":
-        policy.model.language_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-    from peft import PeftModel  # here, not at the top: the env workers re-import this file and never need peft
-    from peft.utils import load_peft_weights, set_peft_model_state_dict
-
-    if checkpoint is None:
-        policy.model = add_lora(policy.model, args.lora_rank, args.lora_alpha)
-    else:
-        try:
-            policy.model = PeftModel.from_pretrained(policy.model, str(checkpoint / "adapter"), is_trainable=True)
-        except Exception as error:
-            raise damaged(checkpoint / "adapter", error) from None
-    policy.model.eval()
-    params = trainable_in_float32(policy.model)
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
-    if checkpoint is not None:  # peft loaded the saved fp32 LoRA weights into base-dtype ones: load them again in fp32
-        set_peft_model_state_dict(policy.model, load_peft_weights(str(checkpoint / "adapter")))
-    if torch.distributed.is_initialized():  # every rank starts from rank 0's adapter
-        for param in params:
-            torch.distributed.broadcast(param.data, src=0)
-    return policy, optimizer
-
-
-def main(args: Args, given_flags: set = frozenset()) -> dict:
-    """Train; `given_flags` (see flags_given) are the flags of the command line, which --resume checks."""
-    check_args(args)  # the command line, before the ranks meet
-    rank, world_size, device = evaluate.start_distributed(args.dist_backend, args.device)
-    saved, checkpoint = None, None
-    if args.resume:  # rank 0 verifies and tidies what a crash may have left; the others wait for it
-        checkpoint = Path(evaluate.from_rank0(str(find_checkpoint(Path(args.resume))) if rank == 0 else None))
-        saved, _ = read_trainer_state(checkpoint)
-        args = resumed_args(args, saved["args"], Path(args.resume), given_flags)
-        check_args(args)
-        if saved["iteration"] >= args.num_iterations:
-            if rank == 0:
-                print(
-                    f"[tgrpo] nothing to do: {args.resume} has completed {saved['iteration']} iterations and "
-                    f"--num-iterations is {args.num_iterations}; pass a larger --num-iterations to train on"
-                )
-            return {"run_dir": Path(args.resume), "iteration": saved["iteration"], "exit_code": 0}
-        saved.update(read_checkpoint_files(checkpoint))
-    if saved and saved.get("world_size", 1) != world_size:
-        ranks = saved.get("world_size", 1)
-        launch = f"torchrun --nproc-per-node {ranks} tgrpo.py" if ranks > 1 else "python tgrpo.py"
-        raise UsageError(
-            f"--resume {args.resume}: the run was trained on {ranks} rank(s), and this is {world_size}; its "
-            f"sampling streams and update sums follow its ranks, so resume it as it ran: {launch} --resume {args.resume}"
-        )
-    task_ids = selected_task_ids(args)
-    max_steps = args.max_steps or libero_envs.TRAIN_MAX_STEPS[args.suite]
-    reward_files = rollout.read_reward_files(args.suite, task_ids, args.reward_file)  # _lan/_swap: maybe the base's
-    args = replace(args, groups_per_iteration=args.groups_per_iteration or world_size)
-    groups_per_rank = args.groups_per_iteration // world_size
-    run_dir = prepare_run_dir(args, started=evaluate.from_rank0(int(time.time())))
-    writer = start_logging(args, run_dir) if rank == 0 else None
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-
-    # The workers boot while the model loads; they ignore SIGTERM, so every way out closes them.
-    num_envs = groups_per_rank * args.num_envs
-    pool = libero_envs.EnvPool(num_envs, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
-    try:
-        policy, optimizer = load_trainable_policy(args, checkpoint, device)
-        # Before the first collection: an update that cannot fit stops the run here, not after an hour of rollouts.
-        openvla_policy.check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
-    except BaseException:
-        pool.close()
-        raise
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    completed = 0
-    if saved:
-        try:
-            optimizer.load_state_dict(saved["optimizer.pt"])
-        except ValueError as error:
-            raise damaged(checkpoint / "optimizer.pt", error) from None
-        set_rng_state(saved["rng.pt"])
-        warn_changed_rewards(saved.get("reward_sha256", {}), reward_files)
-        completed = saved["iteration"]
-        if rank == 0:
-            print(f"[tgrpo] resuming {run_dir} at iteration {completed + 1}")
-    reward_hashes = {str(t): reward_file.sha256 for t, reward_file in reward_files.items()}
-    # What a checkpoint holds is taken when an iteration's optimizer step is applied: a save at any later
-    # moment (video, evaluation, Ctrl-C, an error) resumes exactly at the next iteration.
-    boundary = {"rng": rng_state(), "iteration": completed}
-
-    def checkpoint_now(compare_ranks: bool = True) -> Optional[Path]:
-        if compare_ranks:
-            check_ranks_agree(params)
-        state = {"iteration": boundary["iteration"], "args": asdict(args), "reward_sha256": reward_hashes}
-        state["world_size"] = world_size
-        return save_checkpoint(run_dir, policy.model, optimizer, state, boundary["rng"]) if rank == 0 else None
-
-    previous_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    stop_requests = stop_on_signals(distributed=world_size > 1)
-    exit_code, save_on_exit = 0, True
-    progress = tqdm(
-        range(completed, args.num_iterations),
-        desc="tgrpo",
-        initial=completed,
-        total=args.num_iterations,
-        disable=rank > 0 or not (sys.stdout.isatty() and sys.stderr.isatty()),  # piped, the iter lines say it all
-    )
-    try:
-        for iteration in progress:
-            tick = time.perf_counter()
-            starts = []
-            for index in rank_groups(iteration, args.groups_per_iteration, rank, world_size):
-                task_id, init_state_id, visit = schedule(index, task_ids)
-                generator = rollout.group_generator(args.seed, index, policy.device)
-                starts.append(rollout.GroupStart(task_id, init_state_id, placement=visit, generator=generator))
-            groups = rollout.collect_groups(
-                policy,
-                pool,
-                suite=args.suite,
-                starts=starts,
-                reward_files=reward_files,
-                max_steps=max_steps,
-                temperature=args.temperature,
-                termination=args.termination,
-                camera_size=args.camera_size,
-                reward_limits=(args.reward_cpu_seconds, args.reward_memory_mb),
-                stop=lambda: bool(stop_requests),
-            )
-            # A simulator crash is not the policy's doing: leave those trajectories out of the update.
-            masks = [torch.as_tensor(group.mask & ~group.failed[:, None]) for group in groups]
-            # TGRPO's advantage, per group: alpha_step * step-level z-score + alpha_traj * trajectory-level one.
-            advantages, step_advantages, traj_advantages = zip(
-                *(
-                    compute_advantages(torch.as_tensor(group.rewards), mask, args.alpha_step, args.alpha_traj)
-                    for group, mask in zip(groups, masks)
-                )
-            )
-            num_steps, stopping = evaluate.sum_over_ranks([sum(int(mask.sum()) for mask in masks), len(stop_requests)])
-            if stopping:  # every rank sees the same sum, so all stop here together
-                raise KeyboardInterrupt
-
-            update_tick = time.perf_counter()
-            stats = update_policy(policy, groups, advantages, masks, optimizer, args, max(int(num_steps), 1))
-            boundary = {"rng": rng_state(), "iteration": iteration + 1}
-            timing = {**groups[0].timing, "update": time.perf_counter() - update_tick}
-            timing["iteration"] = time.perf_counter() - tick
-            summary = summarize_groups(groups, masks, step_advantages, traj_advantages)
-            parts = evaluate.gather_from_ranks(summary)
-            if rank == 0:
-                summary = {key: np.concatenate([part[key] for part in parts]) for key in summary}
-                scalars = log_iteration(writer, iteration + 1, summary, stats, timing, args.learning_rate)
-                indices = rank_groups(iteration, args.groups_per_iteration, rank=0, world_size=1)  # all ranks' groups
-                where = ", ".join("{}/{}".format(*schedule(index, task_ids)[:2]) for index in indices)
-                progress.write(
-                    f"iter {iteration + 1:4d} task/init {where} | success {summary['success'].mean():.2f} "
-                    f"return {scalars['charts/return_mean']:8.3f} len {summary['lengths'].mean():5.1f} | "
-                    f"loss {stats['loss']:+.4f} grad {stats['grad_norm']:.3f} | {scalars['charts/SPS']:.1f} SPS"
-                )
-                if args.video_every and (iteration + 1) % args.video_every == 0:
-                    save_video(run_dir, groups[0], iteration + 1)
-            if args.save_every and (iteration + 1) % args.save_every == 0:
-                checkpoint_now()
-            if args.eval_every and (iteration + 1) % args.eval_every == 0:
-                run_periodic_eval(policy, pool, args, task_ids, writer, iteration + 1, lambda: bool(stop_requests))
-    except KeyboardInterrupt:
-        exit_code = 130
-    except StopNow:
-        exit_code, save_on_exit = 130, False
-    except rewards.RewardFileError as error:
-        print(f"[tgrpo] stopped: {error}", file=sys.stderr)
-        exit_code = 1
-    finally:  # on Ctrl-C and on errors alike, keep what the completed iterations learned
-        try:  # the message is printed in here, so a second Ctrl-C that answers it lands in `except StopNow`
-            if exit_code == 130 and save_on_exit and rank == 0:
-                print(f"\n[tgrpo] interrupted; saving the {boundary['iteration']} completed iterations")
-            pool.close()
-            if save_on_exit:
-                # After a failure on one rank the others may be gone: only a stop they all took compares them.
-                compared = exit_code != 1 and sys.exc_info()[0] is None
-                saved_to = checkpoint_now(compare_ranks=compared)
-                if rank == 0:
-                    same = f", the same on all {world_size} ranks" if world_size > 1 and compared else ""
-                    print(f"[tgrpo] checkpoint after {boundary['iteration']} iterations{same}: {saved_to} ", end="")
-                    print(f"(continue with --resume {run_dir})")
-        except StopNow:  # a second Ctrl-C during the exit save: a half-written one never replaces the last one
-            exit_code, save_on_exit = 130, False
-            pool.close()  # again, if the signal cut it short (later signals are ignored): workers ignore SIGTERM
-        if not save_on_exit:
-            print(f"\n[tgrpo] stopped at once; the last checkpoint written stays ({run_dir / 'checkpoint'})")
-        if writer is not None:
-            writer.close()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-    return {"run_dir": run_dir, "iteration": boundary["iteration"], "exit_code": exit_code}
+        writer.add_scalar("eval/success_rate", result["success_rate"], last_update["global_step"])
+        iteration, rate = last_update["iteration"], result["success_rate"]
+        print(f"[tgrpo] eval at iteration {iteration}: {rate:.1%} over {len(task_ids)} tasks")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class Args:
 
 
 def measure(policy, args: Args, num_envs: int) -> dict:
-    pool = libero_envs.EnvPool(num_envs)
+    pool = libero_envs.EnvPool(num_envs, openvla_policy.preprocess_image)
     try:
         # Warm-up: boots the workers and builds the first task's env, which evaluate.py overlaps with model loading.
         task = libero_envs.get_task(args.suite, args.task_ids[0])

@@ -8,7 +8,7 @@ Time and memory depend on the shapes, not the weights, so without --model the be
 OpenVLA-7B's exact shapes with random weights into --shaped-dir (15 GB, once; `python -m tiny_vla`) and loads
 it through openvla_policy.load_vla like any checkpoint. It prints one markdown report: the machine, the policy step
 (prefill + 6 cached decode steps) per batch size, the update per micro-batch size with and without gradient
-checkpointing (fp32 LoRA on the bf16 base, peak memory next to openvla_policy.estimate_update_memory), and one TGRPO
+checkpointing (fp32 LoRA on the bf16 base, peak memory next to tgrpo.estimate_update_memory), and one TGRPO
 iteration on LIBERO (N envs, --max-steps steps each) split into its parts.
 """
 
@@ -242,7 +242,7 @@ def update_table(policy, optimizer, instruction: str, args: Args) -> list:
         set_gradient_checkpointing(policy, checkpointing)
         for micro_batch_size in args.micro_batch_sizes:
             sizes = (num_params, param_bytes, lora_params, micro_batch_size, checkpointing)
-            estimate = openvla_policy.estimate_update_memory(*sizes)
+            estimate = tgrpo.estimate_update_memory(*sizes)
             row = f"| {'on' if checkpointing else 'off'} | {micro_batch_size} |"
             try:
                 seconds, allocated, reserved = time_update(policy, optimizer, group, micro_batch_size, args.seed)
@@ -271,7 +271,7 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
         termination="independent",
     )
     tick = time.perf_counter()
-    pool = libero_envs.EnvPool(args.num_envs)
+    pool = libero_envs.EnvPool(args.num_envs, openvla_policy.preprocess_image)
     try:
         rollout.collect_group(policy, pool, max_steps=2, **collect)  # warm-up: starts the workers, builds the envs
         start_up = time.perf_counter() - tick

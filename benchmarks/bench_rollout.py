@@ -87,7 +87,7 @@ def main(args: Args) -> None:
     ]
     groups = {}
     for name, parallel in (("serial (one process)", False), ("parallel workers", True)):
-        pool = libero_envs.EnvPool(args.num_envs, parallel=parallel)
+        pool = libero_envs.EnvPool(args.num_envs, openvla_policy.preprocess_image, parallel=parallel)
         try:
             collect(policy, pool, args, reward_file)  # warm-up: builds the envs and renderers
             groups[name] = collect(policy, pool, args, reward_file)

@@ -85,7 +85,7 @@ def main(args: Args) -> None:
     torch.manual_seed(args.seed)
     task = libero_envs.get_task(args.suite, args.task_id)
     reward_file = rollout.read_reward_file(args.suite, task.name)
-    pool = libero_envs.EnvPool(args.num_envs)
+    pool = libero_envs.EnvPool(args.num_envs, openvla_policy.preprocess_image)
     policy = openvla_policy.load_vla(args.model, args.suite)
     policy.model = tgrpo.add_lora(policy.model, rank=16, alpha=None)
     try:

@@ -1,4 +1,6 @@
-"""Checkpoints of a tgrpo.py run that no crash, full disk or damaged file can cost the last good one.
+"""The plumbing of a tgrpo.py run: checkpoints that no crash, full disk or damaged file can cost the last good one;
+the run directory; what --resume needs besides the checkpoint (the run's own arguments, a word when a reward file
+changed); and the stop on Ctrl-C or SIGTERM that ends in a checkpoint.
 
 <run>/checkpoint is replaced by a swap through checkpoint.tmp and checkpoint.old. Its trainer_state.json is
 written last and records the size and sha256 of every other file, so a checkpoint is complete exactly when that
@@ -12,6 +14,8 @@ import json
 import os
 import random
 import shutil
+import signal
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from libero_envs import UsageError
+from cli import UsageError
 
 CHECKPOINT_NAMES = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
 STATE_FILE = "trainer_state.json"
@@ -183,7 +187,7 @@ def find_checkpoint(run_dir: Path) -> Path:
     return final
 
 
-def damaged(path: Path, error: Exception) -> UsageError:
+def damaged_file_error(path: Path, error: Exception) -> UsageError:
     reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:150]}"
     return UsageError(
         f"the checkpoint file {path} is damaged ({reason}); restore it from a backup, or start a new run without --resume"
@@ -222,8 +226,101 @@ def read_checkpoint_files(checkpoint: Path) -> dict:
         try:
             loaded[name] = torch.load(checkpoint / name, weights_only=False)
         except Exception as error:
-            raise damaged(checkpoint / name, error) from None
+            raise damaged_file_error(checkpoint / name, error) from None
     problem = adapter_problem(checkpoint / "adapter")
     if problem:
         raise UsageError(f"--resume {checkpoint.parent}: {problem}; restore it from a backup, or start a new run")
     return loaded
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run directory; resuming a run: its arguments and its reward files
+
+
+def prepare_run_dir(args, started: int) -> Path:
+    """The run directory, named after `started` (rank 0's clock), created and proven writable before anything
+    slow happens."""
+    run_dir = (
+        Path(args.resume)
+        if args.resume
+        else Path(args.output_dir) / f"{args.suite}__{args.exp_name}__{args.seed}__{started}"
+    )
+    flag = "--resume" if args.resume else "--output-dir"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        where = args.resume or args.output_dir
+        raise UsageError(
+            f"{flag} {where}: cannot write to {run_dir} ({error.strerror}); choose a writable directory"
+        ) from None
+    return run_dir
+
+
+def flags_given(argv: list) -> set:
+    """The Args fields a command line names (--num-envs 4, --num-envs=4, --no-track), even at their defaults."""
+    names = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    return names | {name[3:] for name in names if name.startswith("no_")}
+
+
+def resumed_args(args, saved_args: dict, run_dir: Path, given_flags: set, safe_to_change: set):
+    """The run's own arguments (`saved_args`, into the dataclass of `args`); a flag the user gave (`given_flags`, or
+    any value off its default) overrides them only where that is safe (`safe_to_change`: the fields that do not
+    change what is learned)."""
+    defaults = asdict(type(args)())
+    merged = {}
+    for field in fields(args):
+        saved, given = saved_args.get(field.name, defaults[field.name]), getattr(args, field.name)
+        saved = tuple(saved) if isinstance(saved, list) else saved
+        merged[field.name] = saved
+        if given == saved or (given == defaults[field.name] and field.name not in given_flags):
+            continue
+        if field.name not in safe_to_change:
+            flag = "--" + field.name.replace("_", "-")
+            raise UsageError(
+                f"--resume {run_dir}: the run was trained with {flag} {saved}, not {given}; that cannot change "
+                f"mid-run. Resume without {flag}, or start a new run"
+            )
+        merged[field.name] = given
+    merged["resume"] = str(run_dir)
+    return type(args)(**merged)
+
+
+def warn_changed_rewards(saved_hashes: dict, reward_files: dict) -> None:
+    """One line for each reward file whose sha256 differs from the checkpoint's record of it."""
+    for task_id, reward_file in reward_files.items():
+        before = saved_hashes.get(str(task_id))
+        if before is not None and before != reward_file.sha256:
+            print(
+                f"[tgrpo] warning: {reward_file.path} changed since the checkpoint; the run continues with the new one"
+            )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stopping: Ctrl-C, or a scheduler's SIGTERM, ends the run with a checkpoint
+
+
+class StopNow(BaseException):
+    """A second Ctrl-C: leave at once, without a checkpoint (the model may be between two optimizer steps)."""
+
+
+def stop_on_signals(distributed: bool):
+    """Ctrl-C, or the SIGTERM a scheduler sends before preempting a job, asks the run to stop: a collection or
+    evaluation ends at its next step, an update in progress finishes, then the run saves and exits 130. Every
+    rank decides at the same point of the loop, so none waits forever for one that left. A second Ctrl-C stops
+    at once, except under torchrun: it passes each Ctrl-C on to the ranks once more and ends them itself.
+    Returns stop_requested(): whether a stop was asked for."""
+    received = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        if len(received) == 1:
+            print("\n[tgrpo] stop requested: finishing this step or update, then saving (Ctrl-C again: stop now)")
+        elif len(received) == 2 and not distributed:  # later ones: already stopping at once
+            raise StopNow
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return lambda: bool(received)

@@ -1,5 +1,6 @@
-"""LIBERO for TGRPO: the suites and their facts, envs reset the way OpenVLA's evaluation resets them, and a pool
-of env worker processes that step in parallel (and run the confined reward code, see rewards/).
+"""LIBERO for TGRPO: the suites' tasks, init states and goals, envs reset the way OpenVLA's evaluation resets them,
+and a pool of env worker processes that step in parallel, apply the policy's image pipeline they are given, and
+run the confined reward code (see rewards/). The suite names and step caps are in cli/.
 
 The conventions (wait steps, fixture placements, instruction sources) are in the README, "Conventions".
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path
-from typing import Literal, Optional, get_args
+from typing import Callable, Optional
 
 import numpy as np
 import torch._dynamo  # noqa: F401  (loads triton's LLVM before Mesa's EGL does: the other order segfaults)
@@ -35,31 +36,8 @@ from libero.libero.envs.env_wrapper import ControlEnv
 from robosuite.utils.observables import sensor
 
 import rewards
-from openvla_image import preprocess_image
+from cli import CAMERA_SIZE, PERTURBED_SUITES, RESET_TIMEOUT, STEP_TIMEOUT, SUITES, UsageError
 from rewards import RewardFileError
-
-BASE_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-# LIBERO-PRO (arXiv 2510.03827) perturbation suites, shipped by the pinned LIBERO distribution as <base>_<key>:
-# the base suite's 10 tasks (same names, same task.language), each with its own BDDL files and 50 init states.
-PERTURBATIONS = {
-    "lan": "the instruction is paraphrased (same scene, same goal)",
-    "object": "objects are replaced by look-alikes of another appearance (new object names, so new goal predicates)",
-    "swap": "objects start at swapped positions (same objects, same goal)",
-    "task": "a different task in the same scene: a new goal and a new instruction",
-}
-PERTURBED_SUITES = {f"{base}_{key}": base for base in BASE_SUITES for key in PERTURBATIONS}  # suite -> base suite
-Suite = Literal[(*BASE_SUITES, "libero_90", *PERTURBED_SUITES)]
-SUITES = get_args(Suite)
-# Step caps of OpenVLA's LIBERO evaluation, set from the longest demonstration of each suite.
-EVAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
-# Training caps: the paper's 200 for spatial/object/goal; Long's demonstrations run up to 505 steps.
-TRAIN_MAX_STEPS = {"libero_spatial": 200, "libero_object": 200, "libero_goal": 200, "libero_10": 520, "libero_90": 400}
-for _suite, _base in PERTURBED_SUITES.items():  # a perturbation runs under its base suite's caps
-    EVAL_MAX_STEPS[_suite], TRAIN_MAX_STEPS[_suite] = EVAL_MAX_STEPS[_base], TRAIN_MAX_STEPS[_base]
-
-
-class UsageError(ValueError):
-    """Bad user input: the scripts print it as one line naming the flag, without a traceback."""
 
 
 class WorkerKeepsFailing(UsageError):
@@ -70,6 +48,7 @@ class WorkerKeepsFailing(UsageError):
 
 PLACEMENT_SEED = 0  # OpenVLA's evaluation seeds every task's env with 0 (see seed_placement)
 NUM_WAIT_STEPS = 10  # objects are dropped from ~7 cm at reset; let them settle as OpenVLA's evaluation does
+ACTION_DIM = 7  # LIBERO's action: delta position (3), delta rotation (3), gripper (-1 open, +1 close)
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1.0])
 CONTROL_FREQ = 20
 
@@ -134,11 +113,6 @@ def missing_suite_files(suite: str) -> list:
     return list(dict.fromkeys(os.path.normpath(path) for path in missing))
 
 
-def base_suite(suite: str) -> str:
-    """libero_goal for libero_goal_swap (and every perturbation of libero_goal); a base suite is its own."""
-    return PERTURBED_SUITES.get(suite, suite)
-
-
 def task_instruction(suite: str, task_id: int) -> str:
     """The instruction the policy gets for a task.
 
@@ -164,7 +138,7 @@ def task_goal(suite: str, task_id: int) -> list:
     return robosuite_parse_problem(task_bddl_path(get_task(suite, task_id)))["goal_state"]
 
 
-def make_env(bddl_file: str, render: bool = True, camera_size: int = 256, horizon: int = 1000):
+def make_env(bddl_file: str, render: bool = True, camera_size: int = CAMERA_SIZE, horizon: int = 1000):
     """A LIBERO env; without rendering it serves reward-state checks at several times the speed."""
     common = dict(bddl_file_name=bddl_file, horizon=horizon, hard_reset=False)  # soft resets: 0.25 s, not 2.5 s
     if render:
@@ -251,51 +225,54 @@ class EnvSpec:
 
     bddl_file: str
     horizon: int
-    camera_size: int = 256
+    camera_size: int = CAMERA_SIZE
 
 
-def observe(env, obs: dict, step: int, success: bool) -> dict:
-    image = preprocess_image(obs["agentview_image"])
+def observe(env, obs: dict, step: int, success: bool, image_pipeline: Optional[Callable]) -> dict:
+    frame = obs["agentview_image"]  # as rendered: upside down
+    image = frame if image_pipeline is None else image_pipeline(frame)
     return {"image": image, "state": rewards.build_reward_state(env, obs, step, success), "done": bool(success)}
 
 
-def run_env_command(held: dict, command: str, payload):
-    """Execute one command on the env in `held`; shared by worker processes and serial mode.
+def run_env_command(worker_env: dict, command: str, payload, image_pipeline: Optional[Callable] = None):
+    """Execute one command on the env in `worker_env` (the env a worker keeps between commands, the EnvSpec it was
+    built from, its step count and its fixture-placement RNG cache); shared by worker processes and serial mode.
 
-    reset: (EnvSpec, init state, fixture placement number); step: an action. No reward is computed here: reward
-    code runs only in reward processes (see EnvPool).
+    reset: (EnvSpec, init state, fixture placement number); step: an action. The observation's "image" is the
+    agentview frame through `image_pipeline` (see EnvPool). No reward is computed here: reward code runs only in
+    reward processes (see EnvPool).
     """
     if command == "reset":
         spec, init_state, placement = payload
-        if held.get("spec") != spec:
-            if held.get("env") is not None:
-                held["env"].close()
-            held["env"] = make_env(spec.bddl_file, render=True, camera_size=spec.camera_size, horizon=spec.horizon)
-            held["spec"] = spec
-        held["step"] = 0
-        rng_states = held.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
-        obs = reset_env(held["env"], init_state, placement, rng_states)
-        return observe(held["env"], obs, step=0, success=False)
+        if worker_env.get("spec") != spec:
+            if worker_env.get("env") is not None:
+                worker_env["env"].close()
+            worker_env["env"] = make_env(spec.bddl_file, camera_size=spec.camera_size, horizon=spec.horizon)
+            worker_env["spec"] = spec
+        worker_env["step"] = 0
+        rng_states = worker_env.setdefault("placement_rng_states", {}).setdefault(spec.bddl_file, [])
+        obs = reset_env(worker_env["env"], init_state, placement, rng_states)
+        return observe(worker_env["env"], obs, step=0, success=False, image_pipeline=image_pipeline)
     if command == "step":
-        obs, _, done, _ = held["env"].step(payload)
-        held["step"] += 1
-        return observe(held["env"], obs, held["step"], done)
+        obs, _, done, _ = worker_env["env"].step(payload)
+        worker_env["step"] += 1
+        return observe(worker_env["env"], obs, worker_env["step"], done, image_pipeline)
     raise ValueError(f"unknown env command {command!r}")
 
 
-def env_worker(conn, log_path: str) -> None:
+def env_worker(conn, log_path: str, image_pipeline: Optional[Callable]) -> None:
     """Worker process main loop: one env, commands in, observations (or an error's traceback) out."""
     # Ctrl-C and a scheduler's SIGTERM reach the whole process group; they are for the main process, which saves
     # and then closes us.
     rewards.ignore_stop_signals()
-    held = {}
+    worker_env = {}
     try:
         while True:
             command, payload = conn.recv()
             if command == "close":
                 os._exit(0)  # skip teardown: MuJoCo's EGL contexts raise noisy errors when garbage-collected
             try:
-                reply = ("ok", run_env_command(held, command, payload))
+                reply = ("ok", run_env_command(worker_env, command, payload, image_pipeline))
             except Exception:
                 reply = ("error", traceback.format_exc())  # the pool logs it and prints one line
             conn.send(reply)
@@ -336,6 +313,9 @@ class EnvPool:
     at the env's first reset with a job): confined by the kernel, with limits on CPU time and memory, and never
     the worker or this process. A reward file that fails, exceeds a limit or crashes its process raises
     RewardFileError instead of a failed env: the file's fault, not the simulator's.
+    `image_pipeline`: what the policy sees of a rendered agentview frame, applied in the workers so that it runs
+    in parallel with the envs (the policy's own, e.g. openvla_policy.preprocess_image; a module-level function, so
+    that it pickles by name). None: the frame as rendered (upside down).
     `parallel=False` steps the envs one after another in this process (rewards still in their processes): for
     benchmarks only.
     """
@@ -343,13 +323,14 @@ class EnvPool:
     def __init__(
         self,
         num_envs: int,
+        image_pipeline: Optional[Callable] = None,
         parallel: bool = True,
-        step_timeout: float = 60.0,
-        reset_timeout: float = 300.0,
+        step_timeout: float = STEP_TIMEOUT,
+        reset_timeout: float = RESET_TIMEOUT,
         max_failures: int = 3,
         log_path: Optional[str] = None,
     ):
-        self.num_envs, self.parallel = num_envs, parallel
+        self.num_envs, self.image_pipeline, self.parallel = num_envs, image_pipeline, parallel
         self.step_timeout, self.reset_timeout, self.max_failures = step_timeout, reset_timeout, max_failures
         self.log_path = Path(log_path or Path(tempfile.gettempdir()) / f"libero_env_workers_{os.getpid()}.log")
         self.context = mp.get_context("spawn")  # never fork a process that holds torch threads or a GL context
@@ -369,7 +350,10 @@ class EnvPool:
     def _start_worker(self, i: int) -> None:
         parent_conn, child_conn = self.context.Pipe()
         worker = self.context.Process(
-            target=env_worker, args=(child_conn, str(self.log_path)), daemon=True, name=f"libero-env-{i}"
+            target=env_worker,
+            args=(child_conn, str(self.log_path), self.image_pipeline),
+            daemon=True,
+            name=f"libero-env-{i}",
         )
         # Mesa's llvmpipe renders with one thread per core by default; with several workers per core, their
         # threads only contend (measured: 7.7 -> 10.2 steps/s for 4 workers on 2 cores). Spawn copies os.environ.
@@ -389,7 +373,7 @@ class EnvPool:
         in_a_row = self.failures[i][1] + 1 if self.failures[i][0] == label else 1
         self.failures[i] = (label, in_a_row)
         print(
-            f"[rollout] warning: env {i} failed on task {label!r}: {summary}; its trajectory ends as a failure",
+            f"[libero_envs] warning: env {i} failed on task {label!r}: {summary}; its trajectory ends as a failure",
             file=sys.stderr,
         )
         self.restarts += 1
@@ -439,7 +423,7 @@ class EnvPool:
         replies = {}
         for i, payload in zip(ids, payloads):
             try:
-                replies[i] = ("ok", run_env_command(self.serial_envs[i], command, payload))
+                replies[i] = ("ok", run_env_command(self.serial_envs[i], command, payload, self.image_pipeline))
             except Exception:
                 replies[i] = ("error", traceback.format_exc())
         return replies
@@ -542,9 +526,9 @@ class EnvPool:
             worker.join(timeout=5)
             if worker.is_alive():
                 worker.kill()
-        for held in self.serial_envs:
-            if held.get("env") is not None:
-                held["env"].close()
+        for worker_env in self.serial_envs:
+            if worker_env.get("env") is not None:
+                worker_env["env"].close()
         for process in self.reward_processes:
             if process is not None:
                 process.close()

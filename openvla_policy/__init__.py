@@ -1,6 +1,18 @@
 """The OpenVLA policy: action tokens, batched sampling and scoring of the 7 action tokens, and loading any
 OpenVLA-style checkpoint (or the tiny VLA) on any device, with the library and remote-code checks that make a
 load fail early and clearly.
+
+The scripts use the VLA only through what this file provides (README, "Swapping the VLA"), so another VLA is
+another version of this one file:
+- `preprocess_image(frame)`: the policy's view of a rendered agentview frame, a module-level function; the scripts
+  hand it to libero_envs.EnvPool, whose workers apply it in parallel with the envs.
+- `resolve_checkpoint(model, suite)`: checks --model before anything loads; `load_vla(model, suite, device, dtype)`
+  -> VLAPolicy; `DtypeChoice`, `ACTION_DIM`.
+- `VLAPolicy.act(images, instructions, temperature, generators)` -> (action tokens (B, 7), their summed log-probs
+  (B,), env actions (B, 7)): sampling and action decoding in one batched call, one instruction per image.
+- `VLAPolicy.log_prob(images, instruction, tokens, temperature)` -> (B,): the differentiable log-prob of the same
+  distribution `act` samples from, for B images of one instruction.
+- `VLAPolicy.model` (the torch module tgrpo.py wraps with a LoRA adapter) and `VLAPolicy.device`.
 """
 
 import hashlib
@@ -17,7 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from libero_envs import PERTURBED_SUITES, UsageError
+from cli import UsageError, base_suite
+from openvla_image import preprocess_image  # noqa: F401  (the policy's view of a frame: the scripts give it to EnvPool)
 
 ACTION_DIM = 7
 N_ACTION_BINS = 256
@@ -71,7 +84,7 @@ def select_action_stats(norm_stats: dict, suite: str) -> dict:
             return norm_stats[key]["action"]
     if len(norm_stats) == 1:
         key = next(iter(norm_stats))
-        print(f"[rollout] warning: checkpoint has norm_stats only for {key!r}; using them for {suite}")
+        print(f"[openvla_policy] warning: checkpoint has norm_stats only for {key!r}; using them for {suite}")
         return norm_stats[key]["action"]
     raise UsageError(
         f"the checkpoint has no action statistics for suite {suite!r} (keys: {sorted(norm_stats)}). "
@@ -168,7 +181,13 @@ class VLAPolicy:
 
     def log_prob(self, images: np.ndarray, instruction: str, tokens, temperature: float = 1.0) -> torch.Tensor:
         """Teacher-forced log pi(tokens | image, instruction) for B images of one task, summed over the 7
-        tokens; differentiable. One instruction, so the action tokens follow every prompt without padding."""
+        tokens; differentiable. One instruction (a str): its B prompts are equally long, so the action tokens follow
+        every prompt at the same positions (with several, the shorter rows' tokens would follow their padding)."""
+        if not isinstance(instruction, str):
+            raise TypeError(
+                f"log_prob scores B images of one instruction (a str), not a {type(instruction).__name__}: "
+                "call it once per instruction"
+            )
         tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device)
         if tokens.min() < ACTION_TOKEN_BEGIN or tokens.max() >= VOCAB_SIZE:
             raise ValueError(f"action tokens must lie in [{ACTION_TOKEN_BEGIN}, {VOCAB_SIZE}); got {tokens.tolist()}")
@@ -206,8 +225,8 @@ def action_log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor
 def default_checkpoint(suite: str) -> str:
     if suite == "libero_90":
         raise UsageError("OpenVLA published no libero_90 checkpoint: pass --model <dir|hub id> or --model tiny")
-    suite = PERTURBED_SUITES.get(suite, suite)  # a perturbation suite is run by its base suite's checkpoint
-    return f"openvla/openvla-7b-finetuned-{suite.replace('_', '-')}"
+    # A perturbation suite is run by its base suite's checkpoint.
+    return f"openvla/openvla-7b-finetuned-{base_suite(suite).replace('_', '-')}"
 
 
 def tiny_vla_dir() -> Path:
@@ -292,7 +311,7 @@ def check_versions() -> None:
     if problem and os.environ.get(ALLOW_UNTESTED_VERSIONS) != "1":
         raise UsageError(problem)
     if problem:
-        print(f"[rollout] warning ({ALLOW_UNTESTED_VERSIONS}=1): {problem.split('. Run')[0]}", flush=True)
+        print(f"[openvla_policy] warning ({ALLOW_UNTESTED_VERSIONS}=1): {problem.split('. Run')[0]}", flush=True)
 
 
 def read_checkpoint_json(file: Path, model: str) -> dict:
@@ -394,9 +413,20 @@ def cpu_memory_warning(num_parameters: int, dtype: torch.dtype) -> Optional[str]
     if size < LARGE_ON_CPU_BYTES:
         return None
     return (
-        f"[rollout] warning: {num_parameters / 1e9:.2f}B parameters in {str(dtype).split('.')[-1]} on the CPU "
+        f"[openvla_policy] warning: {num_parameters / 1e9:.2f}B parameters in {str(dtype).split('.')[-1]} on the CPU "
         f"take about {size / 1e9:.0f} GB of memory, and every policy step is slow (a CUDA GPU is far faster)"
     )
+
+
+def check_padding_side(processor, model: str) -> None:
+    """Prompts of different lengths share one batch (several groups' tasks), and `prepare` indexes each row from its
+    start: the tokenizer must pad on the right. A checkpoint saved with left padding is refused before it loads."""
+    side = getattr(processor.tokenizer, "padding_side", None)
+    if side != "right":
+        raise UsageError(
+            f"--model {model}: its tokenizer pads on the {side} (padding_side in tokenizer_config.json), and the "
+            'policy batches prompts padded on the right: set "padding_side": "right" there'
+        )
 
 
 def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dtype: DtypeChoice = "auto") -> VLAPolicy:
@@ -431,6 +461,7 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
             # DeprecationWarnings on for every module, so each process would print it once.
             warnings.filterwarnings("ignore", r"the load_module\(\) method is deprecated", DeprecationWarning)
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+            check_padding_side(processor, model or path)
             vla = AutoModelForVision2Seq.from_pretrained(path, trust_remote_code=True, low_cpu_mem_usage=True, **kwargs)
     except OSError as error:
         raise RuntimeError(
@@ -443,78 +474,5 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
         if warning:
             print(warning, flush=True)
     vla = vla.to(device)
-    action_stats = select_action_stats(vla.config.norm_stats, PERTURBED_SUITES.get(suite, suite))
+    action_stats = select_action_stats(vla.config.norm_stats, base_suite(suite))
     return VLAPolicy(vla, processor, action_stats, device)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Update memory: estimated before the first collection, so that a run whose update cannot fit stops before
-# an hour of rollouts rather than at its first update.
-
-# Activation memory of one sample in the update, in bytes per frozen base parameter, with gradient checkpointing
-# on (True) or off; and the rest (allocator slack, cuBLAS workspaces). Fitted to the peak memory torch reserved
-# in benchmarks/bench_gpu.py on OpenVLA-7B's shapes (H100, ~290 tokens per sample, micro-batch 1-16: 0.94 and
-# 3.45 GB per sample, within 0.3 GB of every measured peak). The parameter count stands in for width x depth,
-# which holds within the OpenVLA-7B family, not for arbitrary architectures.
-UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.125, False: 0.46}
-UPDATE_FIXED_BYTES = 0.5e9
-
-
-def estimate_update_memory(
-    num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int, gradient_checkpointing: bool
-) -> float:
-    """Peak GPU memory (bytes) of tgrpo.py's `update_policy`: the frozen base weights, the fp32 LoRA weights with their
-    gradients and two AdamW moments (16 bytes per LoRA parameter), and one micro-batch's activations."""
-    activations = micro_batch_size * UPDATE_ACTIVATION_BYTES_PER_PARAM[gradient_checkpointing] * num_params
-    return num_params * param_bytes + 16 * lora_params + activations + UPDATE_FIXED_BYTES
-
-
-def update_memory_problem(
-    num_params: int,
-    param_bytes: int,
-    lora_params: int,
-    micro_batch_size: int,
-    gradient_checkpointing: bool,
-    available_bytes: float,
-) -> Optional[str]:
-    """None if the update fits in `available_bytes`; otherwise one line naming the flags that would fit."""
-
-    def need(size: int, checkpointing: bool) -> float:
-        return estimate_update_memory(num_params, param_bytes, lora_params, size, checkpointing)
-
-    def flags(size: int, checkpointing: bool) -> str:
-        return f"--micro-batch-size {size}" + (" --gradient-checkpointing" if checkpointing else "")
-
-    if need(micro_batch_size, gradient_checkpointing) <= available_bytes:
-        return None
-    fits = []
-    for checkpointing in sorted({gradient_checkpointing, True}):  # never suggest turning checkpointing off
-        sizes = [size for size in range(micro_batch_size, 0, -1) if need(size, checkpointing) <= available_bytes]
-        if sizes:
-            fits.append(flags(sizes[0], checkpointing))
-    advice = f"these fit: {' or '.join(fits)}" if fits else "nothing fits: use a GPU with more free memory"
-    needed_gb, available_gb = need(micro_batch_size, gradient_checkpointing) / 1e9, available_bytes / 1e9
-    return (
-        f"{flags(micro_batch_size, gradient_checkpointing)}: the update needs about {needed_gb:.0f} GB of GPU memory "
-        f"and {available_gb:.0f} GB are free; {advice}"
-    )
-
-
-def check_update_memory(policy: VLAPolicy, micro_batch_size: int, gradient_checkpointing: bool) -> None:
-    """Stop, naming flags that fit, when the update's estimated peak exceeds the GPU's free memory (CUDA only)."""
-    if policy.device.type != "cuda":
-        return
-    frozen = [p for p in policy.model.parameters() if not p.requires_grad]
-    lora_params = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
-    free, _ = torch.cuda.mem_get_info(policy.device)
-    available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
-    problem = update_memory_problem(
-        sum(p.numel() for p in frozen),
-        frozen[0].element_size(),
-        lora_params,
-        micro_batch_size,
-        gradient_checkpointing,
-        available,
-    )
-    if problem:
-        raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")

@@ -63,6 +63,16 @@ from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack
 REWARDS_DIR = Path(__file__).resolve().parent
 DEFAULT_CPU_SECONDS = 5.0  # --reward-cpu-seconds: a dense reward takes well under a millisecond per call
 DEFAULT_MEMORY_MB = 1024  # --reward-memory-mb: address space a reward process may take above its start-up size
+MIN_MEMORY_MB = 64  # the least --reward-memory-mb the scripts accept
+
+
+def limit_problems(cpu_seconds: float, memory_mb: float) -> list:
+    """The checks of --reward-cpu-seconds and --reward-memory-mb, as (failed, flag, fix) for every script's checks."""
+    return [
+        (cpu_seconds <= 0, "--reward-cpu-seconds", "use a positive number of seconds"),
+        (memory_mb < MIN_MEMORY_MB, "--reward-memory-mb", f"use at least {MIN_MEMORY_MB}"),
+    ]
+
 # A loop inside one C call (sum(range(10**15))) never returns to the interpreter, so the clean exception cannot be
 # raised in it; the kernel then kills the process after this much more CPU time (see run_limited).
 CPU_KILL_GRACE_SECONDS = 3.0
@@ -1060,34 +1070,35 @@ def reward_process_main() -> None:
     requests = multiprocessing.connection.Connection(0, writable=False)
     gaps = confine_reward_process(memory_mb)
     replies.send_bytes(json.dumps({"ready": True, "gaps": gaps}).encode())
-    held = {}
+    loaded = {}
     while True:
         try:
             request = pickle.loads(requests.recv_bytes())
         except EOFError:
             os._exit(0)  # closed by the parent; no teardown, which could trip over what a file built
-        answer = serve_request(held, request, cpu_seconds, memory_mb)
+        answer = serve_request(loaded, request, cpu_seconds, memory_mb)
         replies.send_bytes(json.dumps(answer).encode())
 
 
-def serve_request(held: dict, request: tuple, cpu_seconds, memory_mb) -> dict:
-    """One request of reward_process_main. `held`: the loaded file, kept while the same file is loaded again."""
-    path = held.get("path", "the reward file")
+def serve_request(loaded: dict, request: tuple, cpu_seconds, memory_mb) -> dict:
+    """One request of reward_process_main. `loaded`: the loaded file's path, source, function and `info`, kept while
+    the same file is loaded again."""
+    path = loaded.get("path", "the reward file")
     try:
         if request[0] == "load":
             _, path, source, info, precheck = request
-            if held.get("source") != (path, source):
-                held.clear()  # the previous file's objects go first
+            if loaded.get("source") != (path, source):
+                loaded.clear()  # the previous file's objects go first
                 limits = dict(cpu_seconds=cpu_seconds, memory_mb=memory_mb, precheck=precheck)
-                held["reward_fn"] = compile_reward_fn(source, path, **limits)
-                held["path"], held["source"] = path, (path, source)
-            held["info"] = info
+                loaded["reward_fn"] = compile_reward_fn(source, path, **limits)
+                loaded["path"], loaded["source"] = path, (path, source)
+            loaded["info"] = info
             return {"ok": True}
         _, state, env_index = request
-        if "reward_fn" not in held:
+        if "reward_fn" not in loaded:
             return {"error": f"{path}: no reward file is loaded (its load failed)"}
         limits = dict(cpu_seconds=cpu_seconds, memory_mb=memory_mb)
-        return {"reward": call_reward(held["reward_fn"], state, held["info"], env_index=env_index, **limits)}
+        return {"reward": call_reward(loaded["reward_fn"], state, loaded["info"], env_index=env_index, **limits)}
     except RewardFileError as error:
         return {"error": str(error)}
     except MemoryError:  # in our own code (the request, the copies), with the cap nearly used up by the file

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForVision2Seq
 
 import openvla_policy
+import tgrpo
 from tiny_vla.build import (
     AUTO_MAP_MODEL,
     OPENVLA_7B_PARAMETERS,
@@ -80,13 +81,13 @@ def test_random_checkpoint_loads_every_weight_and_acts(small_fused_dir):
 
 def test_update_memory_estimate_and_advice():
     sizes = dict(num_params=7_500_000_000, param_bytes=2, lora_params=110_000_000)
-    small = openvla_policy.estimate_update_memory(**sizes, micro_batch_size=1, gradient_checkpointing=True)
+    small = tgrpo.estimate_update_memory(**sizes, micro_batch_size=1, gradient_checkpointing=True)
     assert 15e9 < small < 25e9
-    assert openvla_policy.estimate_update_memory(**sizes, micro_batch_size=8, gradient_checkpointing=True) > small
-    assert openvla_policy.estimate_update_memory(**sizes, micro_batch_size=1, gradient_checkpointing=False) > small
+    assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=8, gradient_checkpointing=True) > small
+    assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=1, gradient_checkpointing=False) > small
 
     def problem_at(micro_batch_size, gradient_checkpointing, available_bytes):
-        return openvla_policy.update_memory_problem(
+        return tgrpo.update_memory_problem(
             **sizes,
             micro_batch_size=micro_batch_size,
             gradient_checkpointing=gradient_checkpointing,
@@ -102,7 +103,7 @@ def test_update_memory_estimate_and_advice():
         size = int(advice.split()[1])
         checkpointing = advice.endswith("--gradient-checkpointing")
         assert (
-            openvla_policy.estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=checkpointing)
+            tgrpo.estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=checkpointing)
             < 40e9
         )
     assert "nothing fits" in problem_at(1, True, 8e9)

@@ -21,7 +21,7 @@ SUITE, TASK_ID = "libero_goal", 8
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = libero_envs.EnvPool(2, step_timeout=60.0)
+    pool = libero_envs.EnvPool(2, openvla_policy.preprocess_image, step_timeout=60.0)
     yield pool
     pool.close()
 
@@ -185,7 +185,7 @@ def test_an_env_that_fails_again_and_again_on_a_task_stops_the_run_with_one_line
     assert isinstance(stop.value, libero_envs.UsageError)  # the scripts print it as one line and stop
     err = capfd.readouterr().err
     assert "Traceback" not in err
-    warnings = [line for line in err.splitlines() if line.startswith("[rollout] warning: env 0 failed")]
+    warnings = [line for line in err.splitlines() if line.startswith("[libero_envs] warning: env 0 failed")]
     assert len(warnings) == 3 and all(f"{why} (traceback in {log})" in line for line in warnings), err
     assert log.read_text().count("Traceback (most recent call last)") == 3
 

@@ -20,7 +20,7 @@ SMALL = dict(max_steps=5, camera_size=128, progress=False)
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = libero_envs.EnvPool(2, step_timeout=60.0)
+    pool = libero_envs.EnvPool(2, openvla_policy.preprocess_image, step_timeout=60.0)
     yield pool
     pool.close()
 

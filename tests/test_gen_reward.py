@@ -21,6 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the spawned validation process inherits sys.path and imports gen_reward from here
 
+import cli  # noqa: E402
 import gen_reward  # noqa: E402
 import rewards  # noqa: E402
 import libero_envs  # noqa: E402
@@ -395,7 +396,7 @@ def test_dry_run_prompt_carries_the_tasks_own_bddl_values_and_cap(task_id, tmp_p
         assert f"pos {gen_reward.format_vector(entry['pos'])}" in prompt and name in prompt
     assert f"eef_pos {gen_reward.format_vector(state['eef_pos'])}" in prompt
     # The run's `info` and the prompt agree on the step cap: the training cap of the suite.
-    assert info["max_steps"] == libero_envs.TRAIN_MAX_STEPS[SUITE] == 200
+    assert info["max_steps"] == cli.TRAIN_MAX_STEPS[SUITE] == 200
     assert f'"max_steps": {info["max_steps"]}' in prompt
 
 

@@ -139,6 +139,6 @@ def test_any_checkpoint_loads_on_the_cpu_and_a_large_one_gets_a_memory_warning(t
     assert "warning" not in capsys.readouterr().out  # 5M parameters: nothing to say
 
     warning = openvla_policy.cpu_memory_warning(7_541_237_184, torch.float32)
-    assert warning.startswith("[rollout] warning: 7.54B parameters in float32 on the CPU take about 30 GB")
+    assert warning.startswith("[openvla_policy] warning: 7.54B parameters in float32 on the CPU take about 30 GB")
     assert "15 GB" in openvla_policy.cpu_memory_warning(7_541_237_184, torch.bfloat16)
     assert openvla_policy.cpu_memory_warning(num_parameters, torch.float32) is None

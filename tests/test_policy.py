@@ -1,11 +1,19 @@
 """Action tokens against OpenVLA's published mapping, and the batched VLA policy on the tiny model."""
 
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 import libero_envs
 import openvla_policy
+
+from conftest import ROOT
 
 INSTRUCTION = "put the bowl on the plate"
 
@@ -159,3 +167,56 @@ def test_batched_greedy_decoding_equals_row_by_row(tiny_policy):
 def test_log_prob_rejects_non_action_tokens(tiny_policy):
     with pytest.raises(ValueError, match="action tokens must lie in"):
         tiny_policy.log_prob(observations(1), INSTRUCTION, np.full((1, 7), 29871))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The contract the scripts use (README, "Swapping the VLA"), shown on the tiny VLA
+
+
+def test_log_prob_refuses_several_instructions(tiny_policy):
+    # With prompts of different lengths the shorter rows' action tokens would follow their padding.
+    tokens = tiny_policy.act(observations(2), INSTRUCTION, temperature=0.0)[0]
+    with pytest.raises(TypeError, match="one instruction .a str., not a list: call it once per instruction"):
+        tiny_policy.log_prob(observations(2), ["open the drawer", INSTRUCTION], tokens)
+
+
+def test_a_tokenizer_that_pads_on_the_left_is_refused_at_load(tiny_policy, tiny_cache, tmp_path):
+    (directory,) = list(tiny_cache.glob("tiny-vla-*"))
+    left = tmp_path / "left-padded"
+    shutil.copytree(directory, left)
+    config = json.loads((left / "tokenizer_config.json").read_text())
+    (left / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "left"}))
+    with pytest.raises(libero_envs.UsageError) as error:
+        openvla_policy.load_vla(str(left), "libero_goal", device="cpu")
+    assert str(error.value) == (
+        f"--model {left}: its tokenizer pads on the left (padding_side in tokenizer_config.json), and the policy "
+        'batches prompts padded on the right: set "padding_side": "right" there'
+    )
+
+
+def test_what_the_scripts_use_of_the_policy(tiny_policy):
+    # The image pipeline travels to the env workers by name, and gives the policy's input size from any render size.
+    assert pickle.loads(pickle.dumps(openvla_policy.preprocess_image)) is openvla_policy.preprocess_image
+    frame = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    image = openvla_policy.preprocess_image(frame)
+    assert image.shape == (224, 224, 3) and image.dtype == np.uint8
+    # act: tokens, their log-probs and decoded env actions (LIBERO's gripper: -1 open, +1 close) in one call ...
+    images = np.stack([image, openvla_policy.preprocess_image(frame[::-1])])
+    tokens, logp, actions = tiny_policy.act(images, [INSTRUCTION, "open the drawer"], temperature=1.0)
+    assert tokens.shape == (2, openvla_policy.ACTION_DIM) and logp.shape == (2,) and actions.shape == (2, 7)
+    assert set(np.abs(actions[:, -1])) == {1.0}
+    # ... and log_prob scores the same distribution, one instruction at a time.
+    for i, instruction in enumerate([INSTRUCTION, "open the drawer"]):
+        scored = tiny_policy.log_prob(images[i : i + 1], instruction, tokens[i : i + 1]).detach().numpy()
+        np.testing.assert_allclose(scored, logp[i : i + 1], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "package, kept_out",
+    [("openvla_policy", ("libero", "robosuite", "mujoco")), ("libero_envs", ("openvla_image", "openvla_policy"))],
+)
+def test_the_policy_and_the_simulator_do_not_load_each_other(package, kept_out):
+    code = f"import sys, {package}; print(sorted(m for m in sys.modules if m.split('.')[0] in {kept_out!r}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

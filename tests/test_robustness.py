@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import cli
 import evaluate
 import libero_envs
 import openvla_policy
@@ -21,7 +22,7 @@ SMALL = dict(max_steps=2, camera_size=128)
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = libero_envs.EnvPool(1, step_timeout=60.0)
+    pool = libero_envs.EnvPool(1, openvla_policy.preprocess_image, step_timeout=60.0)
     yield pool
     pool.close()
 
@@ -85,9 +86,9 @@ def test_a_suite_without_its_assets_is_rejected_naming_them():
 
 
 def test_perturbation_suites_run_under_their_base_suite_protocol():
-    assert len(libero_envs.PERTURBED_SUITES) == 16 and set(libero_envs.PERTURBED_SUITES) <= set(libero_envs.SUITES)
+    assert len(cli.PERTURBED_SUITES) == 16 and set(cli.PERTURBED_SUITES) <= set(cli.SUITES)
     assert (
-        libero_envs.EVAL_MAX_STEPS["libero_10_swap"] == 520 and libero_envs.TRAIN_MAX_STEPS["libero_goal_task"] == 200
+        cli.EVAL_MAX_STEPS["libero_10_swap"] == 520 and cli.TRAIN_MAX_STEPS["libero_goal_task"] == 200
     )
     assert openvla_policy.default_checkpoint("libero_goal_lan") == "openvla/openvla-7b-finetuned-libero-goal"
     assert evaluate.protocol_departures("libero_goal_swap", list(range(10)), 50, 300, 0.0, 256, False) == []

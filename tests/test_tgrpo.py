@@ -153,17 +153,45 @@ def test_one_update_moves_log_probs_with_the_sign_of_the_advantage(lora_policy):
             assert torch.equal(p, base[name]), name
 
 
-def test_kl_penalty_and_ppo_epochs_run_and_report(lora_policy):
+class AdamWThatRecords(torch.optim.AdamW):
+    """torch's AdamW that records `record()` after each step: the test's view of the policy between epochs."""
+
+    def __init__(self, params, lr, record):
+        super().__init__(params, lr=lr)
+        self.record, self.seen = record, []
+
+    def step(self, closure=None):
+        result = super().step(closure)
+        self.seen.append(self.record())
+        return result
+
+
+def test_kl_penalty_and_ppo_epochs_by_hand(lora_policy):
     group = fixed_group()
     group.log_probs = group_log_probs(lora_policy, group).numpy()
-    optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(lora_policy.model), lr=1e-2)
+    params = tgrpo.trainable_in_float32(lora_policy.model)
+    optimizer = AdamWThatRecords(params, lr=1e-2, record=lambda: group_log_probs(lora_policy, group))
     args = tgrpo.Args(update_epochs=3, kl_coef=0.1, clip_coef=0.2)
     advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
     stats = tgrpo.update_policy(
         lora_policy, [group], [advantages], [torch.ones(2, 3, dtype=torch.bool)], optimizer, args, 6
     )
-    # After the first epoch the policy has moved away from both the old policy and the base.
-    assert stats["kl_to_base"] > 0 and stats["approx_kl"] > 0
+    # The stats are the last epoch's: the policy after two optimizer steps, against the first epoch's log-probs
+    # (the sampled ones) and the base (the adapter disabled), each step's term divided by the 6 valid steps.
+    logp = optimizer.seen[1]
+    with torch.no_grad(), lora_policy.model.disable_adapter():
+        base = group_log_probs(lora_policy, group)
+    ratios = torch.exp(logp - torch.as_tensor(group.log_probs)).tolist()
+    # -min(r A, clip(r) A), by hand: with A = +1 the smaller of r and its clip; with A = -1 the larger, negated twice.
+    terms = [-min(r, min(max(r, 0.8), 1.2)) for r in ratios[0]] + [max(r, min(max(r, 0.8), 1.2)) for r in ratios[1]]
+    clipped = sum(abs(r - 1) > 0.2 for row in ratios for r in row)
+    assert clipped > 0, ratios  # lr 1e-2 moves the policy far: the clip is in play (here every ratio is past 1.2)
+    kl = float((torch.exp(base - logp) - (base - logp) - 1).sum()) / 6
+    assert stats["policy_loss"] == pytest.approx(sum(terms) / 6, rel=1e-5)
+    assert stats["kl_to_base"] == pytest.approx(kl, rel=1e-5)
+    assert stats["loss"] == pytest.approx(sum(terms) / 6 + 0.1 * kl, rel=1e-5)
+    assert stats["approx_kl"] == pytest.approx(sum(r - 1 - math.log(r) for row in ratios for r in row) / 6, rel=1e-5)
+    assert stats["clipfrac"] == pytest.approx(clipped / 6) and len(optimizer.seen) == 3
 
 
 def test_a_missing_reward_file_names_the_command_that_makes_it():
@@ -222,8 +250,10 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     ]
 
     events = EventAccumulator(str(stopped)).Reload()
-    assert [e.step for e in events.Scalars("charts/success_rate")] == [1, 2]
-    assert [e.step for e in events.Scalars("eval/success_rate")] == [2]
+    # Every scalar against global_step, the env steps so far: 2 envs x 3 steps an iteration (none succeeds in 3).
+    assert [e.step for e in events.Scalars("charts/success_rate")] == [6, 12]
+    assert [(e.step, e.value) for e in events.Scalars("charts/iteration")] == [(6, 1.0), (12, 2.0)]
+    assert [e.step for e in events.Scalars("eval/success_rate")] == [12]
     tags = ("charts/return_mean", "losses/loss", "losses/grad_norm", "losses/approx_kl", "advantages/traj_std")
     for tag in (*tags, "charts/SPS", "time/simulation", "time/update", "charts/learning_rate"):
         assert tag in events.Tags()["scalars"], tag
@@ -241,7 +271,7 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     out = capsys.readouterr().out
     assert "resuming" in out and "at iteration 3" in out and f"{reward_file} changed since the checkpoint" in out
     assert resumed["iteration"] == 3
-    assert [e.step for e in EventAccumulator(str(stopped)).Reload().Scalars("charts/success_rate")] == [1, 2, 3]
+    assert [e.step for e in EventAccumulator(str(stopped)).Reload().Scalars("charts/success_rate")] == [6, 12, 18]
     after = adapter_weights(stopped)
     assert after.keys() == before.keys() and any(not torch.equal(after[name], before[name]) for name in after)
 
