@@ -14,6 +14,7 @@ deterministic simulator). Every flag that departs from the protocol is printed a
 
 import hashlib
 import json
+import signal
 import sys
 import time
 from collections import deque
@@ -713,6 +714,10 @@ def main(args: Args) -> dict:
             if rank == 0:
                 print(format_task_table(result))
                 write_json(out, args, results, complete=n == len(runs) - 1)
+    except KeyboardInterrupt:  # Ctrl-C, or a scheduler's SIGTERM: what completed is in results.json already
+        done = f"the {len(results)} completed suite(s) are in {out}" if results else "no suite had completed"
+        print(f"\n[evaluate] interrupted; {done}", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         pool.close()
     if rank > 0:
@@ -727,6 +732,7 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     cli_args = tyro.cli(Args)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop is a Ctrl-C here
     try:
         main(cli_args)
     except (UsageError, rewards.RewardFileError) as error:

@@ -535,3 +535,26 @@ def test_ctrl_c_while_the_env_workers_import_prints_no_traceback(tmp_path):
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+
+
+def test_sigterm_during_an_evaluation_is_one_line_and_exit_130(tiny_cache):
+    # A scheduler's SIGTERM to the process group (env workers included) stops evaluate.py as Ctrl-C does.
+    argv = ["--model", "tiny", "--device", "cpu", "--task-ids", "8", "9", "--trials-per-task", "4", "--num-envs", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "evaluate.py", *argv, "--max-steps", "40", "--camera-size", "128"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_ctrl_c,
+        start_new_session=True,
+    )
+    seen = b""
+    while b"libero_goal:" not in seen:  # the progress bar: the model is loaded and the episodes are running
+        chunk = os.read(process.stderr.fileno(), 4096)
+        assert chunk, seen.decode()[-3000:]
+        seen += chunk
+    os.killpg(process.pid, signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    err = (seen + err).decode()
+    assert process.returncode == 130, err[-3000:]
+    assert err.rstrip().endswith("[evaluate] interrupted; no suite had completed") and "Traceback" not in err, err
