@@ -34,6 +34,7 @@ import libero_envs
 import openvla_policy
 import ranks
 import rewards
+from rewards import hacking
 import rollout
 from checkpoints import (
     StopNow,
@@ -94,6 +95,8 @@ class Args:
     temperature: float = 1.0
     """sampling temperature of the 256 action-token logits (not reported; peers use 1.0-1.6)"""
 
+    reward_shaping: Literal["dense", "potential", "sparse"] = "dense"
+    """step rewards: dense, the reward file's values (paper); potential, success + their change; sparse, success"""
     alpha_step: float = 0.3
     """weight of the step-level advantage S (paper: 0.3)"""
     alpha_traj: float = 0.7
@@ -165,6 +168,24 @@ def group_zscore(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) ->
     std = (((values - mean) ** 2 * weight).sum(0) / count).sqrt()
     spread = torch.where(mask, values, -torch.inf).amax(0) - torch.where(mask, values, torch.inf).amin(0)
     return torch.where(mask & (spread > 0), (values - mean) / (std + eps), 0.0)
+
+
+def shape_rewards(values: torch.Tensor, mask: torch.Tensor, success: torch.Tensor, shaping: str) -> torch.Tensor:
+    """The step rewards R (N, T) the advantage compares, from the reward file's values (N, T) of the state after each
+    step, the steps that exist (mask) and which trajectories succeeded (N,), at their last step. dense: the values
+    (paper). sparse: 1 at a successful trajectory's last step. potential: R[i, t] = success[i, t] + Phi(s[t+1]) -
+    Phi(s[t]), Phi the file's value, undiscounted like the return; Phi is 0 at the start (the group shares it, so it
+    cancels from both z-scores) and after the last step, so each return is its success: trajectories rank as under
+    sparse whatever the file says, which only moves reward between steps (Ng, Harada and Russell 1999)."""
+    if shaping == "dense":
+        return values
+    last = mask & ~torch.nn.functional.pad(mask[:, 1:], (0, 1), value=False)
+    successes = (last & success[:, None]).to(values.dtype)
+    if shaping == "sparse":
+        return successes
+    phi_after = torch.where(mask & ~last, values, 0.0)
+    phi_before = torch.nn.functional.pad(torch.where(mask, values, 0.0)[:, :-1], (1, 0))
+    return torch.where(mask, successes + phi_after - phi_before, 0.0)
 
 
 def compute_advantages(
@@ -322,14 +343,8 @@ def estimate_update_memory(
     return num_params * param_bytes + 16 * lora_params + activations + UPDATE_FIXED_BYTES
 
 
-def update_memory_problem(
-    num_params: int,
-    param_bytes: int,
-    lora_params: int,
-    micro_batch_size: int,
-    gradient_checkpointing: bool,
-    available_bytes: float,
-) -> Optional[str]:
+def update_memory_problem(num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int,
+                          gradient_checkpointing: bool, available_bytes: float) -> Optional[str]:
     """None if the update fits in `available_bytes`; otherwise one line naming the flags that would fit."""
 
     def need(size: int, checkpointing: bool) -> float:
@@ -361,14 +376,8 @@ def check_update_memory(policy, micro_batch_size: int, gradient_checkpointing: b
     lora_params = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
     free, _ = torch.cuda.mem_get_info(policy.device)
     available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
-    problem = update_memory_problem(
-        sum(p.numel() for p in frozen),
-        frozen[0].element_size(),
-        lora_params,
-        micro_batch_size,
-        gradient_checkpointing,
-        available,
-    )
+    sizes = (sum(p.numel() for p in frozen), frozen[0].element_size(), lora_params)
+    problem = update_memory_problem(*sizes, micro_batch_size, gradient_checkpointing, available)
     if problem:
         raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
 
@@ -461,13 +470,18 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
     stop_requested = stop_on_signals(distributed=world_size > 1)
     exit_code, save_on_exit = 0, True
     progress = progress_bar(last_update["iteration"], args.num_iterations, rank)
+    reward_checks = {}  # per task: its recent returns and successes, for the reward-hacking check
+    reward_paths = {libero_envs.get_task(args.suite, t).name: f.path for t, f in reward_files.items()}
     try:
         for iteration in progress:
             tick = time.perf_counter()
             groups = collect_iteration(policy, pool, args, iteration, task_ids, reward_files, stop_requested)
             # TGRPO's advantage, per group. A simulator crash is not the policy's doing: leave it out of the update.
             masks = [torch.as_tensor(group.mask & ~group.failed[:, None]) for group in groups]
-            group_rewards = [torch.as_tensor(group.rewards) for group in groups]
+            group_rewards = [
+                shape_rewards(*(torch.as_tensor(a) for a in (g.rewards, g.mask, g.success)), args.reward_shaping)
+                for g in groups
+            ]
             advantages, step_advantages, traj_advantages = zip(
                 *(compute_advantages(r, m, args.alpha_step, args.alpha_traj) for r, m in zip(group_rewards, masks))
             )
@@ -486,6 +500,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
             summary = summarize_groups(groups, masks, step_advantages, traj_advantages)  # every rank's groups
             if rank == 0:
                 log_iteration(writer, progress, args, last_update, summary, stats, timing, task_ids)
+                check_reward_files(writer, reward_checks, summary, global_step, reward_paths)
                 if args.video_every and (iteration + 1) % args.video_every == 0:
                     save_video(run_dir, groups[0], iteration + 1)
             if args.save_every and (iteration + 1) % args.save_every == 0:
@@ -637,14 +652,10 @@ def check_args(args: Args) -> None:
         *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's number of ranks
-    groups = args.groups_per_iteration
+    groups, shares = args.groups_per_iteration, f"the {world_size} torchrun ranks collect equal shares"
     problems += [
         (groups is not None and groups < 1, "--groups-per-iteration", "use 1 or more"),
-        (
-            groups is not None and groups % world_size != 0,
-            "--groups-per-iteration",
-            f"the {world_size} torchrun ranks collect equal shares: use a multiple of {world_size}",
-        ),
+        (groups is not None and groups % world_size, "--groups-per-iteration", f"{shares}: use a multiple of it"),
     ]
     task_ids = selected_task_ids(args)
     repeated = sorted({t for t in task_ids if task_ids.count(t) > 1})
@@ -669,14 +680,8 @@ def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_dir.name,
-            save_code=True,
-        )
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_dir.name, save_code=True)
     writer = SummaryWriter(str(run_dir))
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
@@ -686,18 +691,14 @@ def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
 
 def progress_bar(completed: int, num_iterations: int, rank: int) -> tqdm:
     """The iterations still to run, with a bar in a terminal (piped to a file, the `iter` lines say it all)."""
-    return tqdm(
-        range(completed, num_iterations),
-        desc="tgrpo",
-        initial=completed,
-        total=num_iterations,
-        disable=rank > 0 or not (sys.stdout.isatty() and sys.stderr.isatty()),
-    )
+    hidden = rank > 0 or not (sys.stdout.isatty() and sys.stderr.isatty())
+    return tqdm(range(completed, num_iterations), "tgrpo", num_iterations, initial=completed, disable=hidden)
 
 
 def summarize_groups(groups: list, masks: list, step_advantages: list, traj_advantages: list) -> dict:
     """What an iteration logs, over every rank's groups: each rank summarizes its own, and all gather them."""
     own = {
+        "tasks": np.concatenate([[group.task_name] * len(group.success) for group in groups]),
         "success": np.concatenate([group.success for group in groups]),
         "returns": np.concatenate([group.returns for group in groups]),
         "lengths": np.concatenate([group.lengths for group in groups]),
@@ -740,6 +741,17 @@ def log_iteration(writer, progress, args: Args, last_update: dict, summary: dict
         f"return {scalars['charts/return_mean']:8.3f} len {summary['lengths'].mean():5.1f} | "
         f"loss {stats['loss']:+.4f} grad {stats['grad_norm']:.3f} | {scalars['charts/SPS']:.1f} SPS"
     )
+
+
+def check_reward_files(writer, history: dict, summary: dict, global_step: int, reward_paths: dict) -> None:
+    """Does each task's reward file still rank success first (rewards.hacking)? Logs reward_check/<task>/... and
+    prints one line when a sign of reward hacking appears."""
+    valid = ~summary["failed"]  # a crashed env's trajectory says nothing about the reward file
+    scalars, signs = hacking.track_reward_files(history, *(summary[k][valid] for k in ("tasks", "returns", "success")))
+    for name, value in scalars.items():
+        writer.add_scalar(f"reward_check/{name}", float(value), global_step)
+    for task, text in signs:
+        tqdm.write(f"[tgrpo] warning: {task}: {text}; is {reward_paths[task]} rewarding the task?", file=sys.stderr)
 
 
 def save_video(run_dir: Path, group, iteration: int) -> None:

@@ -94,6 +94,38 @@ def test_mask_with_different_lengths_by_hand():
     )
 
 
+# Reward shaping. The reward file's values (of the state after each step); trajectory 0 succeeds at its last step,
+# 1 runs to the cap without success, 2 succeeds at step 1 and stops (--termination independent): the 99s are padding.
+VALUES = [[1.0, 2.0, 5.0, 9.0], [1.0, 1.0, 2.0, 3.0], [2.0, 7.0, 99.0, 99.0]]
+SHAPING_MASK = [[True] * 4, [True] * 4, [True, True, False, False]]
+SUCCESS = [True, False, True]
+
+
+def shaped(shaping):
+    args = (torch.tensor(VALUES), torch.tensor(SHAPING_MASK), torch.tensor(SUCCESS))
+    return tgrpo.shape_rewards(*args, shaping).numpy()
+
+
+def test_dense_shaping_is_the_reward_files_values():
+    assert np.array_equal(shaped("dense"), np.array(VALUES, np.float32))
+
+
+def test_sparse_shaping_is_success_at_the_last_step_alone():
+    np.testing.assert_array_equal(shaped("sparse"), [[0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 0, 0]])
+
+
+def test_potential_shaping_by_hand_and_returns_rank_as_sparse():
+    # R[t] = success[t] + Phi(s[t+1]) - Phi(s[t]), Phi(s[0]) = 0 and Phi = 0 past the last step:
+    # trajectory 0: 1 - 0, 2 - 1, 5 - 2, then 1 + 0 - 5; trajectory 1: 1, 0, 1, then 0 - 2; trajectory 2: 2, 1 + 0 - 2.
+    np.testing.assert_array_equal(shaped("potential"), [[1, 1, 3, -4], [1, 0, 1, -2], [2, -1, 0, 0]])
+    returns = shaped("potential").sum(1)
+    np.testing.assert_array_equal(returns, shaped("sparse").sum(1))  # each return is its success
+    mask = torch.tensor(SHAPING_MASK)
+    _, _, traj_potential = tgrpo.compute_advantages(torch.tensor(shaped("potential")), mask, 0.3, 0.7)
+    _, _, traj_sparse = tgrpo.compute_advantages(torch.tensor(shaped("sparse")), mask, 0.3, 0.7)
+    assert torch.equal(traj_potential, traj_sparse)
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -254,6 +286,9 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     assert [e.step for e in events.Scalars("charts/success_rate")] == [6, 12]
     assert [(e.step, e.value) for e in events.Scalars("charts/iteration")] == [(6, 1.0), (12, 2.0)]
     assert [e.step for e in events.Scalars("eval/success_rate")] == [12]
+    # The reward check: no trajectory succeeded, so the top-return quarter's success rate is 0 (no correlation yet).
+    check = events.Scalars("reward_check/put_the_bowl_on_the_plate/top_return_success")
+    assert [(e.step, e.value) for e in check] == [(6, 0.0), (12, 0.0)]
     tags = ("charts/return_mean", "losses/loss", "losses/grad_norm", "losses/approx_kl", "advantages/traj_std")
     for tag in (*tags, "charts/SPS", "time/simulation", "time/update", "charts/learning_rate"):
         assert tag in events.Tags()["scalars"], tag
