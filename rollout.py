@@ -183,15 +183,31 @@ class Group:
     lengths: np.ndarray  # (N,) int
     failed: np.ndarray  # (N,) bool: the env crashed or hung
     timing: dict = field(default_factory=dict)  # seconds: simulation (reward calls included), policy, other, total
+    # What the reward file saw, to rescore the group with another file (rescore.py): its `info`, one per trajectory
+    # (None for an env that failed its reset), and each step's `state` (rewards/README.md), in step order.
+    reward_infos: list = field(default_factory=list)
+    reward_states: list = field(default_factory=list)
+    reward_file: str = ""  # the file that scored it, and its sha256
+    reward_sha256: str = ""
 
     @property
     def returns(self) -> np.ndarray:
         return (self.rewards * self.mask).sum(axis=1)
 
-    def save(self, path: str) -> None:
+    def save(self, path) -> None:
+        """One .npz: the arrays under their names, everything else in `meta`, a JSON string (reward_infos and
+        reward_states as rewards.encode_state writes them). load_group reads it back."""
         arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
-        meta = {k: v for k, v in vars(self).items() if not isinstance(v, np.ndarray)}
+        meta = {k: rewards.encode_state(v) for k, v in vars(self).items() if not isinstance(v, np.ndarray)}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays, meta=json.dumps(meta))
+
+
+def load_group(path) -> Group:
+    """A group Group.save wrote (rollout.py always does; tgrpo.py with --save-groups)."""
+    with np.load(path) as saved:
+        meta = {k: rewards.decode_state(v) for k, v in json.loads(str(saved["meta"])).items()}
+        return Group(**{k: saved[k] for k in saved.files if k != "meta"}, **meta)
 
 
 def still_running(live: np.ndarray, success: np.ndarray, termination: str) -> np.ndarray:
@@ -250,6 +266,13 @@ def reward_jobs(suite: str, starts: list, reward_files: dict, max_steps: int, re
         for file, task, instruction in zip((reward_files[s.task_id] for s in starts), tasks, instructions)
     ]
     return tasks, instructions, jobs
+
+
+def job_info(job: RewardJob, reset_result: Optional[dict]) -> Optional[dict]:
+    """The `info` the env's reward process got at its reset (EnvPool builds the same), None for a failed reset."""
+    if reset_result is None:
+        return None
+    return rewards.build_reward_info(job.suite, job.task_name, job.instruction, job.max_steps, reset_result["state"])
 
 
 def blank_step(num_envs: int) -> dict:
@@ -347,6 +370,8 @@ def collect_groups(
     results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size, stop=stop)
     timing["simulation"] += time.perf_counter() - start_time
     failed, live, current = first_observations(results, stop)
+    infos = [job_info(jobs[g], r) for g, r in zip(group_of, results)]
+    states = [[] for _ in results]
     success, lengths, steps_taken = np.zeros(len(live), bool), np.zeros(len(live), np.int64), np.zeros(len(starts), int)
     steps = {name: [] for name in ("images", "tokens", "log_probs", "rewards", "mask")}  # one array per step
     label = tasks[0].name[:40] if len(starts) == 1 else f"{len(starts)} groups"
@@ -374,6 +399,7 @@ def collect_groups(
                 live[i], failed[i] = False, True
                 continue
             step["rewards"][i], step["mask"][i], lengths[i], current[i] = result["reward"], True, t + 1, result["image"]
+            states[i].append(result["state"])
             success[i] |= result["done"]
         for name, values in step.items():
             steps[name].append(values)
@@ -393,7 +419,9 @@ def collect_groups(
         envs, length = slice(g * n, (g + 1) * n), steps_taken[g]  # each group padded to its own longest
         arrays = {name: array[envs, :length] for name, array in stacked.items()}
         outcome = {"success": success[envs], "lengths": lengths[envs], "failed": failed[envs], "timing": timing}
-        groups.append(Group(suite, task.name, instruction, start.init_state_id, **arrays, **outcome))
+        record = {"reward_infos": infos[envs], "reward_states": states[envs], "reward_file": jobs[g].path}
+        record["reward_sha256"] = reward_files[start.task_id].sha256
+        groups.append(Group(suite, task.name, instruction, start.init_state_id, **arrays, **outcome, **record))
     return groups
 
 

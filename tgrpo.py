@@ -140,6 +140,8 @@ class Args:
     """step cap of periodic evaluations (default: the suite's protocol cap)"""
     video_every: int = 25
     """save one trajectory of the group as mp4 every this many iterations (0: never)"""
+    save_groups: bool = False
+    """keep every group (tokens, rewards, what the reward file saw) in <run>/groups/, for rescore.py"""
     resume: Optional[str] = None
     """continue the run in this directory (runs/<run_name>): its arguments are restored from the checkpoint"""
     output_dir: str = "runs"
@@ -242,9 +244,8 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
     the first collection, when the update would not fit in the GPU's memory."""
     policy = openvla_policy.load_vla(args.model, args.suite, device, args.dtype)
     if args.gradient_checkpointing and policy.device.type == "cuda":
-        policy.model.language_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        reentrant = {"use_reentrant": False}
+        policy.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
     from peft import PeftModel  # here, not at the top: the env workers re-import this file and never need peft
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
@@ -452,10 +453,8 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     # The workers boot while the model loads; they ignore SIGTERM, so every way out closes them.
-    num_envs = args.groups_per_iteration // world_size * args.num_envs
-    pool = libero_envs.EnvPool(
-        num_envs, openvla_policy.preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
-    )
+    num_envs, pipeline = args.groups_per_iteration // world_size * args.num_envs, openvla_policy.preprocess_image
+    pool = libero_envs.EnvPool(num_envs, pipeline, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
     try:
         policy, optimizer = load_trainable_policy(args, resumed and resumed["checkpoint"], device)
         last_update = restore_training_state(resumed, optimizer, reward_files, run_dir)
@@ -503,6 +502,9 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
                 check_reward_files(writer, reward_checks, summary, global_step, reward_paths)
                 if args.video_every and (iteration + 1) % args.video_every == 0:
                     save_video(run_dir, groups[0], iteration + 1)
+            indices = group_indices(iteration, args.groups_per_iteration, rank, world_size)  # every rank its own
+            for index, group in zip(indices, groups if args.save_groups else []):
+                group.save(run_dir / "groups" / f"iter{iteration + 1:05d}_group{index:05d}.npz")
             if args.save_every and (iteration + 1) % args.save_every == 0:
                 save()
             if args.eval_every and (iteration + 1) % args.eval_every == 0:
@@ -532,7 +534,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
 SAFE_TO_CHANGE_ON_RESUME = set(
     "num_iterations save_every eval_every eval_trials_per_task eval_max_steps video_every track wandb_project_name "
     "wandb_entity step_timeout reset_timeout micro_batch_size gradient_checkpointing device dtype output_dir resume "
-    "reward_cpu_seconds reward_memory_mb".split()
+    "reward_cpu_seconds reward_memory_mb save_groups".split()
 )
 
 
@@ -683,9 +685,8 @@ def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
                    name=run_dir.name, save_code=True)
     writer = SummaryWriter(str(run_dir))
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     return writer
 
 
@@ -744,9 +745,9 @@ def log_iteration(writer, progress, args: Args, last_update: dict, summary: dict
 
 
 def check_reward_files(writer, history: dict, summary: dict, global_step: int, reward_paths: dict) -> None:
-    """Does each task's reward file still rank success first (rewards.hacking)? Logs reward_check/<task>/... and
-    prints one line when a sign of reward hacking appears."""
-    valid = ~summary["failed"]  # a crashed env's trajectory says nothing about the reward file
+    """Does each task's reward file still rank success first (rewards.hacking)? Logs reward_check/<task>/..., and one
+    line when a sign of reward hacking appears. A crashed env's trajectory says nothing about the reward file."""
+    valid = ~summary["failed"]
     scalars, signs = hacking.track_reward_files(history, *(summary[k][valid] for k in ("tasks", "returns", "success")))
     for name, value in scalars.items():
         writer.add_scalar(f"reward_check/{name}", float(value), global_step)

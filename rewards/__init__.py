@@ -1423,6 +1423,27 @@ def build_reward_state(env, obs: dict, step: int, success: bool) -> dict:
     }
 
 
+def encode_state(value):
+    """A reward `state` (or `info`) as JSON-ready values, for recordings: an array becomes {"array": nested lists,
+    "dtype": its dtype}; JSON keeps every float exactly, so decode_state gives back the very values."""
+    if isinstance(value, np.ndarray):
+        return {"array": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, dict):
+        return {key: encode_state(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_state(item) for item in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def decode_state(value):
+    """The inverse of encode_state."""
+    if isinstance(value, dict):
+        if value.keys() == {"array", "dtype"}:
+            return np.array(value["array"], dtype=value["dtype"])
+        return {key: decode_state(item) for key, item in value.items()}
+    return [decode_state(item) for item in value] if isinstance(value, list) else value
+
+
 def build_reward_info(suite: str, task_name: str, instruction: str, max_steps: int, initial: dict) -> dict:
     """The `info` a reward file gets (schema: rewards/README.md); the one place it is built."""
     return {

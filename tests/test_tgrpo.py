@@ -277,9 +277,13 @@ def adapter_weights(run_dir):
 def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     reward_file = tmp_path / "raise_eef.py"
     reward_file.write_text(RAISE_EEF)
-    stopped = train(tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials_per_task=1, eval_max_steps=2)[
-        "run_dir"
-    ]
+    stopped = train(
+        tmp_path, reward_file, "stopped", 2, eval_every=2, eval_trials_per_task=1, eval_max_steps=2, save_groups=True
+    )["run_dir"]
+    # --save-groups: every group, with what the reward file saw (rescore.py reads them; tests/test_rescore.py).
+    saved = sorted((stopped / "groups").iterdir())
+    assert [p.name for p in saved] == ["iter00001_group00000.npz", "iter00002_group00001.npz"]
+    assert [len(states) for states in rollout.load_group(saved[1]).reward_states] == [3, 3]
 
     events = EventAccumulator(str(stopped)).Reload()
     # Every scalar against global_step, the env steps so far: 2 envs x 3 steps an iteration (none succeeds in 3).
