@@ -370,8 +370,7 @@ def collect_groups(
     results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size, stop=stop)
     timing["simulation"] += time.perf_counter() - start_time
     failed, live, current = first_observations(results, stop)
-    infos = [job_info(jobs[g], r) for g, r in zip(group_of, results)]
-    states = [[] for _ in results]
+    infos, states = [job_info(jobs[g], r) for g, r in zip(group_of, results)], [[] for _ in results]  # for rescoring
     success, lengths, steps_taken = np.zeros(len(live), bool), np.zeros(len(live), np.int64), np.zeros(len(starts), int)
     steps = {name: [] for name in ("images", "tokens", "log_probs", "rewards", "mask")}  # one array per step
     label = tasks[0].name[:40] if len(starts) == 1 else f"{len(starts)} groups"
