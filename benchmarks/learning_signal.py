@@ -4,6 +4,7 @@ several seeds, with the spread.
     python benchmarks/learning_signal.py                                  # trains 5 seeds, then the table
     python benchmarks/learning_signal.py --seeds 1 2 3 --num-iterations 8  # tests/test_learning.py's runs
     python benchmarks/learning_signal.py --summarize runs/<run> runs/<run> # only summarize existing runs
+    python benchmarks/learning_signal.py --shapings dense potential sparse --seeds 1 2 3   # the shapings compared
 
 The reward (tests/data/raise_eef.py) is the end effector's rise since the start of the episode, so the return
 can only grow if the policy learns to emit "up" z-action tokens from its own sampled experience. Prints the
@@ -39,16 +40,19 @@ class Args:
     """TGRPO iterations (groups) per run"""
     block: int = 4
     """iterations per row of the table; "learned" compares the last block with the first"""
+    shapings: tuple[str, ...] = ("dense",)
+    """--reward-shaping values to train with, each on every seed; several: a table comparing them"""
     summarize: Optional[tuple[str, ...]] = None
-    """skip training and summarize these run directories"""
+    """skip training and summarize these run directories (one shaping)"""
     output_dir: str = "runs"
     """where the runs go"""
 
 
-def training_args(seed: int, num_iterations: int, output_dir: str = "runs") -> tgrpo.Args:
+def training_args(seed: int, num_iterations: int, output_dir: str = "runs", shaping: str = "dense") -> tgrpo.Args:
     """The run behind the table (and tests/test_learning.py): raise the end effector, libero_goal task 8."""
     return tgrpo.Args(
-        exp_name="learning_signal",
+        exp_name=f"learning_signal_{shaping}",
+        reward_shaping=shaping,
         seed=seed,
         model="tiny",
         device="cpu",
@@ -66,9 +70,29 @@ def training_args(seed: int, num_iterations: int, output_dir: str = "runs") -> t
     )
 
 
-def returns_of(run_dir) -> np.ndarray:
-    """The mean return of each iteration, as the run logged it."""
-    return np.array([event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars("charts/return_mean")])
+def returns_of(run_dir, tag: str = "charts/return_mean") -> np.ndarray:
+    """The mean return of each iteration (the reward file's, whatever the shaping), as the run logged it."""
+    return np.array([event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag)])
+
+
+def iterations_to_threshold(returns: np.ndarray, block: int) -> Optional[int]:
+    """The first iteration at which the last `block` iterations' mean return beats the first block's by MARGIN."""
+    first = returns[:block].mean()
+    ends = range(2 * block, len(returns) + 1)
+    return next((end for end in ends if returns[end - block : end].mean() > first + MARGIN), None)
+
+
+def compare_shapings(runs: dict, block: int) -> str:
+    """Markdown table: per shaping, the iterations each seed took to reach the threshold, and the final success."""
+    seeds = sorted({seed for _, seed in runs})
+    rows = ["| shaping | " + " | ".join(f"seed {s}" for s in seeds) + " | learned | success, last block |"]
+    rows.append("|---" * (len(seeds) + 3) + "|")
+    for shaping in dict.fromkeys(shaping for shaping, _ in runs):
+        reached = [iterations_to_threshold(returns_of(runs[shaping, s]), block) for s in seeds]
+        success = np.mean([returns_of(runs[shaping, s], "charts/success_rate")[-block:].mean() for s in seeds])
+        cells = " | ".join("-" if r is None else str(r) for r in reached)
+        rows.append(f"| {shaping} | {cells} | {sum(r is not None for r in reached)}/{len(seeds)} | {success:.2f} |")
+    return "\n".join(rows)
 
 
 def learned(returns: np.ndarray, block: int) -> bool:
@@ -94,12 +118,22 @@ def summarize(returns: dict, block: int) -> str:
 
 
 def main(args: Args) -> None:
+    print(f"lr {LEARNING_RATE}, torch CPU kernels: {torch.backends.cpu.get_cpu_capability()}\n")
     if args.summarize:
         runs = {int(Path(run_dir).name.split("__")[2]): run_dir for run_dir in args.summarize}  # <suite>__<exp>__<seed>__<time>
-    else:
-        runs = {s: tgrpo.main(training_args(s, args.num_iterations, args.output_dir))["run_dir"] for s in args.seeds}
-    print(f"lr {LEARNING_RATE}, torch CPU kernels: {torch.backends.cpu.get_cpu_capability()}\n")
-    print(summarize({seed: returns_of(run_dir) for seed, run_dir in runs.items()}, args.block))
+        print(summarize({seed: returns_of(run_dir) for seed, run_dir in runs.items()}, args.block))
+        return
+    runs = {}
+    for shaping in args.shapings:
+        for seed in args.seeds:
+            run = tgrpo.main(training_args(seed, args.num_iterations, args.output_dir, shaping))
+            runs[shaping, seed] = run["run_dir"]
+    for shaping in args.shapings:
+        table = summarize({seed: returns_of(runs[shaping, seed]) for seed in args.seeds}, args.block)
+        print(f"--reward-shaping {shaping}:\n{table}\n")
+    if len(args.shapings) > 1:
+        print("\nIterations until the return's block mean beats the first block's by the margin (-: never):\n")
+        print(compare_shapings(runs, args.block))
 
 
 if __name__ == "__main__":
