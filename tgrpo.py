@@ -654,10 +654,10 @@ def check_args(args: Args) -> None:
         *rewards.limit_problems(args.reward_cpu_seconds, args.reward_memory_mb),
     ]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's number of ranks
-    groups, shares = args.groups_per_iteration, f"the {world_size} torchrun ranks collect equal shares"
+    groups, shares = args.groups_per_iteration, f"the {world_size} torchrun ranks collect equal shares: use a multiple"
     problems += [
         (groups is not None and groups < 1, "--groups-per-iteration", "use 1 or more"),
-        (groups is not None and groups % world_size, "--groups-per-iteration", f"{shares}: use a multiple of it"),
+        (groups is not None and groups % world_size, "--groups-per-iteration", f"{shares} of {world_size}"),
     ]
     task_ids = selected_task_ids(args)
     repeated = sorted({t for t in task_ids if task_ids.count(t) > 1})
