@@ -268,13 +268,6 @@ def reward_jobs(suite: str, starts: list, reward_files: dict, max_steps: int, re
     return tasks, instructions, jobs
 
 
-def job_info(job: RewardJob, reset_result: Optional[dict]) -> Optional[dict]:
-    """The `info` the env's reward process got at its reset (EnvPool builds the same), None for a failed reset."""
-    if reset_result is None:
-        return None
-    return rewards.build_reward_info(job.suite, job.task_name, job.instruction, job.max_steps, reset_result["state"])
-
-
 def blank_step(num_envs: int) -> dict:
     """One step's arrays for every env of the pool, zeros until the step fills in its live envs."""
     return {
@@ -370,7 +363,7 @@ def collect_groups(
     results = reset_groups(pool, suite, starts, jobs, group_of, max_steps=max_steps, camera_size=camera_size, stop=stop)
     timing["simulation"] += time.perf_counter() - start_time
     failed, live, current = first_observations(results, stop)
-    infos, states = [job_info(jobs[g], r) for g, r in zip(group_of, results)], [[] for _ in results]  # for rescoring
+    infos, states = [r and r["info"] for r in results], [[] for _ in results]  # what the reward file saw, for rescoring
     success, lengths, steps_taken = np.zeros(len(live), bool), np.zeros(len(live), np.int64), np.zeros(len(starts), int)
     steps = {name: [] for name in ("images", "tokens", "log_probs", "rewards", "mask")}  # one array per step
     label = tasks[0].name[:40] if len(starts) == 1 else f"{len(starts)} groups"

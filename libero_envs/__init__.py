@@ -480,13 +480,15 @@ class EnvPool:
                 max_steps=job.max_steps,
                 initial=result["state"],
             )
+            result["info"] = info  # what the reward file sees all episode, for recordings
             requests[i] = (("load", job.path, job.source, info, True), f"while loading the file (env {i})")
         self._ask_rewards(requests, self.reset_timeout)
 
     def reset(self, ids: list, spec, init_states, placements=0, task_label="", reward_job=None) -> list:
-        """Reset envs `ids` (wait steps included); None marks a failed env. With a RewardJob, each later step
-        carries its "reward". The EnvSpec, init state, fixture placement number, task label and RewardJob are
-        each one value for all envs or a list with one per env (several groups share a pool that way)."""
+        """Reset envs `ids` (wait steps included); None marks a failed env. With a RewardJob, the result carries the
+        reward file's "info" and each later step its "reward". The EnvSpec, init state, fixture placement number,
+        task label and RewardJob are each one value for all envs or a list with one per env (several groups share a
+        pool that way)."""
         if isinstance(init_states, np.ndarray) and init_states.ndim == 2:  # (K, D): one state per env
             init_states = list(init_states)
         specs, init_states, placements, labels, jobs = (
