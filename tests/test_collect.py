@@ -118,21 +118,10 @@ def test_a_broken_reward_stops_the_collection_naming_file_step_and_env(tiny_poli
         collect(tiny_policy, pool, broken, 3)
 
 
-DEEP_CHAIN = """
-def compute_reward(state, info):
-    chain = 0
-    for _ in range(1_000_000):
-        chain = slice(chain)
-    state["kept"] = chain
-    return 0.0
-"""
-
-
 def test_a_reward_that_crashes_its_process_stops_the_collection_not_a_worker(tiny_policy, pool, tmp_path):
     # A C-stack overflow once compute_reward has returned (the chain is freed with the call's copy of the state):
     # the reward process dies, and that is the file's fault, whatever it was doing then; no worker is restarted.
-    path = tmp_path / "deep_chain.py"
-    path.write_text(DEEP_CHAIN)
+    path = ROOT / "tests" / "data" / "deep_slice_chain.py"
     crashing = rollout.read_reward_file(SUITE, "put_the_bowl_on_the_plate", str(path))
     restarts, pids = pool.restarts, [worker.pid for worker in pool.workers]
     with pytest.raises(rewards.RewardFileError) as error:

@@ -339,14 +339,7 @@ def test_a_huge_load_time_constant_is_stopped_by_the_limit_of_the_load(tmp_path)
 
 DEEP_CHAINS = {
     # freed with the call's copy of the state, once compute_reward has returned
-    "slice_chain_kept.py": """
-def compute_reward(state, info):
-    chain = 0
-    for _ in range(1_000_000):
-        chain = slice(chain)
-    state["kept"] = chain
-    return 0.0
-""",
+    "slice_chain_kept.py": (HOSTILE_DIR.parent / "deep_slice_chain.py").read_text(),
     # freed with the error, once its message was built
     "enumerate_chain_raised.py": """
 def compute_reward(state, info):
