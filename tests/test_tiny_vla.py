@@ -124,6 +124,22 @@ def test_generate_at_batch_size_one_matches_greedy_decoding(vla):
     assert torch.equal(generated, ids[:, -7:])
 
 
+def test_action_rows_vary_with_the_action_and_the_policy_starts_near_uniform(vla):
+    processor, model = vla
+    rows = model.get_output_embeddings().weight[31744:32000].detach()
+    # The rows' main direction orders them by the action their bin means (id 31744: +1, 31999: -1), as in a
+    # VLA trained on demonstrations; independent random rows would correlate about 0 with it.
+    centered = rows - rows.mean(0)
+    main_direction = torch.linalg.svd(centered, full_matrices=False).Vh[0]
+    along = centered @ main_direction
+    assert abs(np.corrcoef(along.numpy(), np.linspace(1, -1, 256))[0, 1]) > 0.99
+    with torch.no_grad():
+        batch = processor([PROMPT.format(INSTRUCTIONS[0])] * 3, images(3))
+        action_logits = model(**batch).logits[:, -1, 31744:32000]
+    entropy = -(action_logits.log_softmax(-1) * action_logits.softmax(-1)).sum(-1)
+    assert (entropy > 5.3).all() and (entropy < np.log(256)).all(), entropy  # uniform: 5.545 nats
+
+
 def test_build_is_deterministic_and_replaces(tmp_path):
     first = load_file(f"{build_tiny_vla(str(tmp_path / 'a'), seed=3)}/model.safetensors")
     second = load_file(f"{build_tiny_vla(str(tmp_path / 'b'), seed=3)}/model.safetensors")

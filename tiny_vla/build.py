@@ -68,6 +68,8 @@ OPENVLA_7B = dict(
     patch_size=14,
 )
 OPENVLA_7B_PARAMETERS = 7.54e9  # as published
+ACTION_ROWS = slice(BASE_VOCAB - 256, BASE_VOCAB)  # the 256 action bins' ids, 31744..31999
+ACTION_ROW_SLOPE = 0.5
 
 
 def word_merges(words: list) -> list:
@@ -147,6 +149,18 @@ def write_processor_and_code(out_dir: str, image_size: int, norm_stats: dict) ->
         shutil.copy(os.path.join(HERE, name), os.path.join(out_dir, name))
 
 
+def add_action_direction(model: TinyVLAForActionPrediction) -> None:
+    """Give the action bins' output rows a shared direction scaled by the bin's action value (+1 at id 31744, -1 at
+    31999), as a VLA trained on demonstrations has: neighbouring bins mean nearly the same action, so their rows are
+    alike. A policy can then move its mean action by moving its hidden state along one direction. With independent
+    random rows it can only learn token by token, and RL on a few dozen samples per update cannot (README, "Results").
+    The logits start nearly uniform all the same (entropy 5.50 of 5.55 nats)."""
+    direction = torch.randn(model.config.text_config.hidden_size)
+    action_values = torch.linspace(1.0, -1.0, ACTION_ROWS.stop - ACTION_ROWS.start)
+    with torch.no_grad():
+        model.language_model.lm_head.weight[ACTION_ROWS] += ACTION_ROW_SLOPE * action_values[:, None] * direction / direction.norm()
+
+
 def _write_tiny(tmp: str, seed: int, image_size: int) -> None:
     norm_stats = libero_norm_stats()
     config = TinyVLAConfig(image_size=image_size, norm_stats=norm_stats)
@@ -154,6 +168,7 @@ def _write_tiny(tmp: str, seed: int, image_size: int) -> None:
     with torch.random.fork_rng(devices=[]):  # deterministic weights without touching the caller's RNG
         torch.manual_seed(seed)
         model = TinyVLAForActionPrediction(config)
+        add_action_direction(model)
     model.save_pretrained(tmp, safe_serialization=True)
     write_processor_and_code(tmp, image_size, norm_stats)
 
