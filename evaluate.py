@@ -33,6 +33,7 @@ import cli
 import libero_envs
 import openvla_policy
 import ranks
+import recordings
 import rewards
 import rollout
 from cli import UsageError
@@ -74,6 +75,8 @@ class Args:
     """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA evaluates), float32 on cpu"""
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
     """torch.distributed backend under torchrun (tasks are split over the ranks): auto is nccl on GPUs, gloo on CPU"""
+    save_episodes: bool = False
+    """write each episode's recording (tokens, success, the reward info and per-step states) to <run dir>/episodes/"""
     robustness: bool = False
     """evaluate the clean suite and its four LIBERO-PRO perturbations (lan, object, swap, task) and print one row per
     model with the drop from clean; with --lora, the base model's row and the adapter's row side by side"""
@@ -271,6 +274,7 @@ def start_episode(init_state_id: int, result: Optional[dict], keep_frames: bool)
         "digest": hashlib.sha256(),
         "length": 0,
         "start": time.perf_counter(),
+        "recording": None,  # what --save-episodes keeps of it (start_recording)
     }
 
 
@@ -295,8 +299,42 @@ def finish_episode(episode: dict, success: bool, error: Optional[str], state: Op
         "error": error,
         "fingerprint": fingerprint(episode, state),
         "video": None,
+        "recording": None,
     }
     return record
+
+
+def start_recording(result: Optional[dict], **facts) -> dict:
+    """What --save-episodes keeps of an episode: the `info` a reward file would get all episode (`facts`: its
+    suite, task name, instruction and step cap; None after a failed reset), then per step the action tokens, their
+    log-prob and the reward `state`, as collections keep them."""
+    info = None if result is None else rewards.build_reward_info(initial=result["state"], **facts)
+    return {"info": info, "tokens": [], "log_probs": [], "states": []}
+
+
+def episode_group(episode: dict, record: dict, instruction: str) -> recordings.Group:
+    """The episode as a group of one trajectory, the recording rescore.py reads. No reward file scored it (rewards
+    NaN, reward_file None), and its frames are not kept: images is (1, T, 0, 0, 3) (--video writes them)."""
+    kept = episode["recording"]
+    steps = len(kept["states"])  # a crashed step has no state: left out, as collections leave it out
+    return recordings.Group(
+        suite=record["suite"],
+        task_name=record["task_name"],
+        instruction=instruction,
+        init_state_id=record["init_state_id"],
+        images=np.zeros((1, steps, 0, 0, 3), np.uint8),
+        tokens=np.array(kept["tokens"], np.int64).reshape(1, steps, openvla_policy.ACTION_DIM),
+        log_probs=np.array(kept["log_probs"], np.float32).reshape(1, steps),
+        rewards=np.full((1, steps), np.nan, np.float32),
+        mask=np.ones((1, steps), bool),
+        success=np.array([record["success"]]),
+        lengths=np.array([steps]),
+        failed=np.array([record["error"] is not None]),
+        reward_infos=[kept["info"]],
+        reward_states=[kept["states"]],
+        reward_file=None,
+        reward_sha256=None,
+    )
 
 
 def write_video(frames: list, video_dir, record: dict) -> Path:
@@ -308,13 +346,17 @@ def write_video(frames: list, video_dir, record: dict) -> Path:
     return path
 
 
-def advance(episode: dict, action_tokens: np.ndarray, result: Optional[dict], keep_frames: bool) -> None:
+def advance(episode: dict, action_tokens: np.ndarray, log_prob, result: Optional[dict], keep_frames: bool) -> None:
     episode["length"] += 1
     episode["digest"].update(np.asarray(action_tokens, np.int64).tobytes())
     if result is not None:
         episode["image"] = result["image"]
         if keep_frames:
             episode["frames"].append(result["image"])
+        if episode["recording"] is not None:
+            episode["recording"]["tokens"].append(action_tokens)
+            episode["recording"]["log_probs"].append(log_prob)
+            episode["recording"]["states"].append(result["state"])
 
 
 RESET_ERROR = "env worker crashed or hung during reset (its error is printed on stderr)"
@@ -341,6 +383,7 @@ def evaluate_task(
     camera_size: int = cli.CAMERA_SIZE,
     video: str = "none",
     video_dir: Optional[str] = None,
+    episode_dir: Optional[str] = None,
     on_episode: Optional[Callable] = None,
     stop: Optional[Callable] = None,
 ) -> list:
@@ -348,7 +391,8 @@ def evaluate_task(
 
     Each step makes one batched policy call for every live env, then steps them in parallel; a finished
     episode frees its worker for the next pending init state straight away. When `stop()` turns true the
-    episodes in progress are dropped and the finished ones returned.
+    episodes in progress are dropped and the finished ones returned. With `episode_dir`, each finished
+    episode's recording (episode_group) is written there as it finishes.
     """
     task = libero_envs.get_task(suite, task_id)
     instruction = libero_envs.task_instruction(suite, task_id)  # the perturbed one on _lan/_task suites
@@ -359,6 +403,10 @@ def evaluate_task(
         record = finish_episode(episode, success, error, state, suite=suite, task_id=task_id, task_name=task.name)
         if episode["frames"] and (video == "all" or (video == "failures" and not success)):
             record["video"] = str(write_video(episode["frames"], video_dir, record))
+        if episode["recording"] is not None:
+            path = Path(episode_dir) / f"{suite}__task{task_id:02d}__init{record['init_state_id']:02d}.npz"
+            episode_group(episode, record, instruction).save(path)
+            record["recording"] = str(path)
         records.append(record)
         if on_episode is not None:
             on_episode(records[-1])
@@ -372,6 +420,9 @@ def evaluate_task(
             results = pool.reset(free, spec, [state for _, state in starts], episode_ids, task_label=task.name)
             for w, (state_id, _), result in zip(free, starts, results):
                 episode = start_episode(state_id, result, video != "none")
+                if episode_dir is not None:
+                    facts = dict(suite=suite, task_name=task.name, instruction=instruction, max_steps=max_steps)
+                    episode["recording"] = start_recording(result, **facts)
                 if result is None:
                     finish(episode, False, RESET_ERROR, None)
                 else:
@@ -379,10 +430,10 @@ def evaluate_task(
         if not running:
             continue
         ids = sorted(running)
-        tokens, _, actions = policy.act(np.stack([running[w]["image"] for w in ids]), instruction, temperature)
-        for w, result, action_tokens in zip(ids, pool.step(ids, actions), tokens):
+        tokens, log_probs, actions = policy.act(np.stack([running[w]["image"] for w in ids]), instruction, temperature)
+        for w, result, action_tokens, log_prob in zip(ids, pool.step(ids, actions), tokens, log_probs):
             episode = running[w]
-            advance(episode, action_tokens, result, keep_frames=video != "none")
+            advance(episode, action_tokens, log_prob, result, keep_frames=video != "none")
             finished, success, error = episode_end(result, episode["length"], max_steps)
             if finished:
                 finish(running.pop(w), success, error, None if result is None else result["state"])
@@ -417,6 +468,7 @@ def evaluate_suite(
     pool: Optional[libero_envs.EnvPool] = None,
     video: str = "none",
     video_dir: Optional[str] = None,
+    episode_dir: Optional[str] = None,
     progress: bool = True,
     init_states: Optional[dict] = None,
     step_timeout: float = cli.STEP_TIMEOUT,
@@ -469,6 +521,7 @@ def evaluate_suite(
                 camera_size=camera_size,
                 video=video,
                 video_dir=video_dir,
+                episode_dir=episode_dir,
                 on_episode=on_episode,
                 stop=stop,
             )
@@ -681,6 +734,7 @@ def main(args: Args) -> dict:
     rank, _, device = ranks.start_distributed(args.dist_backend, args.device)
     run_dir = Path(ranks.from_rank0(str(run_dir_of(args))))
     out, video_dir = run_dir / "results.json", run_dir / "videos"
+    episode_dir = run_dir / "episodes" if args.save_episodes else None
     rollout.seed_everything(args.seed)
     # The workers boot (import LIBERO, start MuJoCo) while the model loads.
     num_envs = min(args.num_envs, args.trials_per_task)
@@ -694,6 +748,7 @@ def main(args: Args) -> dict:
                 policy = None  # frees the 7B before the next one loads
                 policy = load_policy(args.model, suite, lora_dir, device, args.dtype)
                 loaded = (cli.base_suite(suite), lora_dir)
+            subdir = model if args.robustness else ""  # --robustness: each model's videos and recordings apart
             result = evaluate_suite(
                 policy,
                 suite,
@@ -704,7 +759,8 @@ def main(args: Args) -> dict:
                 camera_size=args.camera_size,
                 pool=pool,
                 video=args.video,
-                video_dir=str(video_dir / model if args.robustness else video_dir),
+                video_dir=str(video_dir / subdir),
+                episode_dir=None if episode_dir is None else str(episode_dir / subdir),
             )
             result["departures"] += seed_departure(args)
             result["model"] = model
@@ -726,7 +782,9 @@ def main(args: Args) -> dict:
         print(format_robustness_table(results, departed=any(r["departures"] for r in results.values())))
     elif args.suite == "all":
         print(format_table1(results))
-    print(f"\nwrote {out}" + (f" and videos in {video_dir}" if video_dir.exists() else ""))
+    videos = f" and videos in {video_dir}" if video_dir.exists() else ""
+    episodes = f" and episode recordings in {episode_dir} (for rescore.py --reward-file)" if episode_dir else ""
+    print(f"\nwrote {out}{videos}{episodes}")
     return results
 
 

@@ -9,6 +9,10 @@
 A reply is first checked by rewards/'s AST allow-list (rejected code never runs), then called in a separate
 process on real states of its task. A failing reply goes back to the LLM with the error (Eureka-style
 reflection); nothing is written unless a reply passes. The file contract and state schema: rewards/README.md.
+With --recordings, each candidate is also scored on recorded trajectories of its task (successful ones too, which
+random actions never reach), and its file's header says whether it ranks the successes above the failures.
+
+    python gen_reward.py --suite libero_goal --task-ids 8 --llm <model name> --recordings runs/<run>/episodes
 """
 
 import email.utils
@@ -37,8 +41,10 @@ from tqdm import tqdm
 
 import cli
 import libero_envs
+import recordings
 import rewards
 from cli import UsageError
+from rewards import hacking
 
 
 @dataclass
@@ -89,6 +95,9 @@ class Args:
     """address space (MB) the reward process may use above its start-up size (as in tgrpo.py)"""
     seed: int = 0
     """seed of the random validation actions"""
+    recordings: tuple[str, ...] = ()
+    """recorded groups (.npz) or folders of them (rollout.py, tgrpo.py --save-groups, evaluate.py --save-episodes):
+    each candidate is also scored on those of its task, to see whether it ranks successes above failures"""
 
 
 MAIN_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
@@ -173,6 +182,7 @@ class ValidationSummary:
     low: float
     high: float
     num_distinct: int
+    ranking: str = ""  # with --recordings: how the file ranks the task's recorded trajectories (rank_recordings)
 
     def __str__(self) -> str:
         return (
@@ -279,10 +289,11 @@ def summarize_rewards(first: list, second: list, labels: list, filename: str, se
 
 
 def validate_reward_source(
-    source: str, suite: str, task_id: int, filename: str, args: Args, secret_names: tuple = ()
+    source: str, suite: str, task_id: int, filename: str, args: Args, secret_names: tuple = (), recorded: list = ()
 ) -> ValidationSummary:
     """Check `source` against the contract here (never running it), then call it in a confined process on real
-    states of the task: every call within the limits, finite, the same twice, not constant.
+    states of the task: every call within the limits, finite, the same twice, not constant. Then, given `recorded`
+    (recording files of the task), score them as rescore.py does and say how it ranks them (summary.ranking).
 
     Raises rewards.RewardFileError saying what failed.
     """
@@ -302,7 +313,45 @@ def validate_reward_source(
     if answer["status"] != "ok":
         raise rewards.RewardFileError(answer["message"])
     first, second = answer["rounds"]
-    return summarize_rewards(first, second, labels, filename, settings)
+    summary = summarize_rewards(first, second, labels, filename, settings)
+    if recorded:
+        summary.ranking = rank_recordings(source, filename, recorded, args, secret_names)
+    return summary
+
+
+def rank_recordings(source: str, filename: str, paths: list, args: Args, secret_names: tuple = ()) -> str:
+    """Score the recorded trajectories in `paths` with the candidate, in a reward process confined and limited as
+    in training (recordings.rescore_group, as rescore.py), and say how its return ranks successes and failures."""
+    process = rewards.RewardProcess(args.reward_cpu_seconds, args.reward_memory_mb, secret_names)
+    returns, success = [], []
+    try:
+        for path in paths:
+            group = recordings.load_recording(path)
+            try:
+                scored = recordings.rescore_group(process, filename, source, group)
+            except rewards.RewardFileError as error:
+                raise rewards.RewardFileError(f"{error} (on the recorded trajectories of {path})") from None
+            group_returns, group_success = recordings.outcomes([group], [scored])
+            returns.append(group_returns)
+            success.append(group_success)
+    finally:
+        process.close()
+    return ranking_verdict(hacking.ranking(np.concatenate(returns), np.concatenate(success)), len(paths))
+
+
+def ranking_verdict(ranked: dict, num_files: int) -> str:
+    """One line: the mean returns of the successful and the failed trajectories, their rank correlation, and
+    whether the file ranks the successes above the failures (the correlation is positive)."""
+    seen = f"{ranked['trajectories']} recorded trajectories ({ranked['succeeded']} succeeded, {num_files} files)"
+    if not 0 < ranked["succeeded"] < ranked["trajectories"]:
+        missing = "succeeded" if ranked["succeeded"] == 0 else "failed"
+        return f"{seen}: the ranking of successes above failures cannot be checked: none of them {missing}"
+    above = ranked["return_success_corr"] > 0
+    return (
+        f"{seen}: mean return {ranked['return_succeeded']:.4g} succeeded vs {ranked['return_failed']:.4g} failed, "
+        f"rank correlation of return and success {ranked['return_success_corr']:+.2f}: "
+        + ("ranks successes above failures" if above else "does NOT rank successes above failures")
+    )
 
 
 def validation_settings(args: Args) -> dict:
@@ -682,7 +731,9 @@ def reflection_message(error: str) -> str:
     )
 
 
-def generate_reward(prompt: str, suite: str, task_id: int, task, api_key: str, key_env: str, args: Args) -> tuple:
+def generate_reward(
+    prompt: str, suite: str, task_id: int, task, api_key: str, key_env: str, args: Args, recorded: list = ()
+) -> tuple:
     """(source, validation summary, attempt) of the first reply that passes; RewardFileError after the last."""
     messages, errors = [{"role": "user", "content": prompt}], []
     filename = f"{suite}/{task.name}.py"
@@ -692,7 +743,7 @@ def generate_reward(prompt: str, suite: str, task_id: int, task, api_key: str, k
         messages.append({"role": "assistant", "content": reply or "(empty reply)"})  # APIs reject empty turns
         try:
             source = extract_code(reply, truncated, args.max_tokens)
-            summary = validate_reward_source(source, suite, task_id, filename, args, secret_names=(key_env,))
+            summary = validate_reward_source(source, suite, task_id, filename, args, (key_env,), recorded)
             return source, summary, attempt
         except rewards.RewardFileError as error:
             reason = redact(str(error), api_key)  # it may quote the reply or what the code read
@@ -714,11 +765,14 @@ def render_header(suite: str, task, args: Args, *, attempt: int, prompt: str, ke
         f"# Prompt sha256: {hashlib.sha256(prompt.encode()).hexdigest()}",
         f"# Validation: {summary}.",
     ]
+    if summary.ranking:
+        lines.append(f"# Recordings: {summary.ranking}.")
     return "\n".join(lines) + "\n"
 
 
-def check_reward_files(tasks: list, args: Args) -> list:
-    """Validate the existing file of every task; returns one failure message per bad or missing file."""
+def check_reward_files(tasks: list, args: Args, recorded: dict) -> list:
+    """Validate the existing file of every task (on its recordings in `recorded` too); returns one failure message
+    per bad or missing file."""
     failures = []
     for suite, task_id, task in tqdm(tasks, desc="checking reward files", unit="task"):
         path = reward_path(args.rewards_dir, suite, task)
@@ -732,12 +786,35 @@ def check_reward_files(tasks: list, args: Args) -> list:
             failures.append(f"{path}: cannot read it ({error}). Fix the file or its permissions")
             continue
         try:
-            summary = validate_reward_source(source, suite, task_id, str(path), args)
+            task_recorded = recorded.get((suite, task.name), [])
+            summary = validate_reward_source(source, suite, task_id, str(path), args, recorded=task_recorded)
             log(f"OK {path}: {summary}")
+            if summary.ranking:
+                log(f"{path} on {summary.ranking}")
         except rewards.RewardFileError as error:
             failures.append(str(error))
             log(f"FAILED {error}")
     return failures
+
+
+def task_recordings(paths: tuple, tasks: list) -> dict:
+    """{(suite, task name): its recording files} among --recordings, for the selected tasks. Every file is read
+    here, so that a bad one stops the run (one line naming it) before any API call; those of other tasks are
+    skipped, with one line."""
+    if not paths:
+        return {}
+    selected, recorded, others = {(suite, task.name) for suite, _, task in tasks}, {}, Counter()
+    for path in recordings.find_recordings(paths):
+        group = recordings.load_recording(path)
+        if (group.suite, group.task_name) in selected:
+            recorded.setdefault((group.suite, group.task_name), []).append(path)
+        else:
+            others[f"{group.suite}/{group.task_name}"] += 1
+    if others:
+        log(f"--recordings: skipped {sum(others.values())} recording(s) of other tasks ({', '.join(others)})")
+    if len(recorded) < len(selected):
+        log(f"--recordings: {len(selected) - len(recorded)} of the {len(selected)} tasks have no recording to rank")
+    return recorded
 
 
 def check_args(args: Args) -> None:
@@ -766,8 +843,9 @@ def check_args(args: Args) -> None:
 def main(args: Args) -> None:
     check_args(args)
     tasks = select_tasks(args.suite, args.task_ids, args.rewards_dir if args.check else None)
+    recorded = task_recordings(args.recordings, tasks)  # read now: a bad file stops the run before any API call
     if args.check:
-        failures = check_reward_files(tasks, args)
+        failures = check_reward_files(tasks, args, recorded)
         if failures:
             raise SystemExit(f"{len(failures)} of {len(tasks)} reward files failed --check:\n" + "\n".join(failures))
         print(f"all {len(tasks)} reward files passed --check")
@@ -787,7 +865,9 @@ def main(args: Args) -> None:
             print(f"{'=' * 40} prompt for {suite}/{task.name} {'=' * 40}\n{prompt}")
             continue
         try:
-            source, summary, attempt = generate_reward(prompt, suite, task_id, task, api_key, key_env, args)
+            source, summary, attempt = generate_reward(
+                prompt, suite, task_id, task, api_key, key_env, args, recorded.get((suite, task.name), [])
+            )
         except LLMAPIError as error:
             raise UsageError(str(error)) from None
         except rewards.RewardFileError as error:
@@ -798,6 +878,8 @@ def main(args: Args) -> None:
         )
         write_atomically(path, redact(header + "\n" + source, api_key))
         log(f"wrote {path}: {summary}")
+        if summary.ranking:
+            log(f"{path} on {summary.ranking}")
     if failures:
         summary = f"error: {len(failures)} of {len(tasks)} tasks got no valid reward; nothing was written for them"
         raise SystemExit(summary + ":\n" + "\n".join(failures))

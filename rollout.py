@@ -8,11 +8,10 @@ action tokens of all live envs, of every group, in one batched call; each env li
 """
 
 import hashlib
-import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
@@ -37,6 +36,7 @@ from libero_envs import (
     task_instruction,
 )
 from openvla_policy import ACTION_DIM, DtypeChoice, VLAPolicy, load_vla, preprocess_image, resolve_checkpoint
+from recordings import Group
 from rewards import RewardFileError
 
 VideoChoice = Literal["none", "failures", "all"]
@@ -163,51 +163,7 @@ class RewardJob:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# One group: N trajectories from one init state
-
-
-@dataclass
-class Group:
-    """N trajectories of one task from one init state, padded to the longest; `mask` marks real steps."""
-
-    suite: str
-    task_name: str
-    instruction: str
-    init_state_id: int
-    images: np.ndarray  # (N, T, H, W, 3) uint8: the observation each action was chosen from
-    tokens: np.ndarray  # (N, T, 7) int64 action token ids
-    log_probs: np.ndarray  # (N, T) float32, sampling log-probs summed over the 7 tokens
-    rewards: np.ndarray  # (N, T) float32 dense rewards from the reward file
-    mask: np.ndarray  # (N, T) bool, True where the step exists
-    success: np.ndarray  # (N,) bool
-    lengths: np.ndarray  # (N,) int
-    failed: np.ndarray  # (N,) bool: the env crashed or hung
-    timing: dict = field(default_factory=dict)  # seconds: simulation (reward calls included), policy, other, total
-    # What the reward file saw, to rescore the group with another file (rescore.py): its `info`, one per trajectory
-    # (None for an env that failed its reset), and each step's `state` (rewards/README.md), in step order.
-    reward_infos: list = field(default_factory=list)
-    reward_states: list = field(default_factory=list)
-    reward_file: str = ""  # the file that scored it, and its sha256
-    reward_sha256: str = ""
-
-    @property
-    def returns(self) -> np.ndarray:
-        return (self.rewards * self.mask).sum(axis=1)
-
-    def save(self, path) -> None:
-        """One .npz: the arrays under their names, everything else in `meta`, a JSON string (reward_infos and
-        reward_states as rewards.encode_state writes them). load_group reads it back."""
-        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
-        meta = {k: rewards.encode_state(v) for k, v in vars(self).items() if not isinstance(v, np.ndarray)}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **arrays, meta=json.dumps(meta))
-
-
-def load_group(path) -> Group:
-    """A group Group.save wrote (rollout.py always does; tgrpo.py with --save-groups)."""
-    with np.load(path) as saved:
-        meta = {k: rewards.decode_state(v) for k, v in json.loads(str(saved["meta"])).items()}
-        return Group(**{k: saved[k] for k in saved.files if k != "meta"}, **meta)
+# One group: N trajectories from one init state (what a Group holds, and its recording: recordings/)
 
 
 def still_running(live: np.ndarray, success: np.ndarray, termination: str) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Signs that a policy games its reward file instead of solving the task. Per task, over its recent visits (the
 trajectories of one iteration), does the file's return rank successful trajectories first, and does the return
-rise while success falls? tgrpo.py logs these checks and prints a warning line when a sign appears."""
+rise while success falls? tgrpo.py logs these checks and prints a warning line when a sign appears; rescore.py and
+gen_reward.py --recordings rank recorded trajectories with `ranking`."""
 
 from collections import deque
 
@@ -35,6 +36,22 @@ def reward_check(visits: list) -> dict:
         for key, k in (("return_trend", 0), ("success_trend", 1)):
             check[key] = np.concatenate([v[k] for v in newer]).mean() - np.concatenate([v[k] for v in older]).mean()
     return check
+
+
+def ranking(returns: np.ndarray, success: np.ndarray) -> dict:
+    """How returns rank trajectories of known outcome: how many (and how many succeeded), the mean return of the
+    successful and of the failed ones, their rank correlation (nan unless both outcomes occur), and the success
+    rate of the quarter with the highest returns (nan without any trajectory)."""
+    nan = float("nan")
+    check = reward_check([(returns, success)]) if len(returns) else {"top_return_success": nan}
+    return {
+        "trajectories": len(success),
+        "succeeded": int(success.sum()),
+        "return_succeeded": returns[success].mean() if success.any() else nan,
+        "return_failed": returns[~success].mean() if (~success).any() else nan,
+        "return_success_corr": check.get("return_success_corr", nan),
+        "top_return_success": check["top_return_success"],
+    }
 
 
 def hacking_signs(check: dict, window_full: bool) -> dict:

@@ -1,4 +1,5 @@
-"""evaluate.py on the real LIBERO simulator with the tiny VLA: counts, determinism, LoRA loading, bad input."""
+"""evaluate.py on the real LIBERO simulator with the tiny VLA: counts, determinism, LoRA loading, bad input, and
+episode recordings that rescore.py scores."""
 
 import json
 import subprocess
@@ -11,8 +12,13 @@ import torch
 import evaluate
 import libero_envs
 import openvla_policy
+import recordings
+import rescore
+from cli import UsageError
 
 from conftest import ROOT
+
+RAISE_EEF = ROOT / "tests" / "data" / "raise_eef.py"
 
 SUITE, BOWL_TASK = "libero_goal", 8  # task 8: "put the bowl on the plate"
 SMALL = dict(max_steps=5, camera_size=128, progress=False)
@@ -32,7 +38,7 @@ def outcomes(result: dict) -> list:
 def test_cli_two_tasks_prints_the_table_and_writes_json_and_videos(tiny_cache, tmp_path):
     command = [sys.executable, "evaluate.py", "--suite", SUITE, "--model", "tiny", "--task-ids", "0", "8"]
     command += ["--trials-per-task", "2", "--num-envs", "2", "--max-steps", "3", "--camera-size", "128"]
-    command += ["--output-dir", str(tmp_path), "--video", "failures"]
+    command += ["--output-dir", str(tmp_path), "--video", "failures", "--save-episodes"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = tmp_path.glob("eval__libero_goal__tiny__*")
@@ -58,6 +64,13 @@ def test_cli_two_tasks_prints_the_table_and_writes_json_and_videos(tiny_cache, t
     assert videos == [f"libero_goal__task{t:02d}__init{i:02d}__failure.mp4" for t in (0, 8) for i in (0, 1)]
     assert all(e["video"] == str(video_dir / name) for e, name in zip(episodes, videos))
     assert all((video_dir / name).stat().st_size > 1000 for name in videos)
+    names = [f"libero_goal__task{t:02d}__init{i:02d}.npz" for t in (0, 8) for i in (0, 1)]
+    assert [e["recording"] for e in episodes] == [str(run_dir / "episodes" / name) for name in names]
+    assert f"and episode recordings in {run_dir / 'episodes'}" in result.stdout
+    group = recordings.load_group(run_dir / "episodes" / names[3])
+    assert group.task_name == "put_the_bowl_on_the_plate" and group.init_state_id == 1
+    assert group.tokens.shape == (1, 3, 7) and group.images.shape == (1, 3, 0, 0, 3)  # no frames: --video has them
+    assert [state["step"] for state in group.reward_states[0]] == [1, 2, 3] and group.reward_infos[0]["max_steps"] == 3
 
 
 def test_suite_all_prints_table1_beside_the_published_rows(tiny_cache, tmp_path, capsys):
@@ -86,11 +99,16 @@ def test_suite_all_prints_table1_beside_the_published_rows(tiny_cache, tmp_path,
     assert "--max-steps 1 (protocol for libero_10: 520)" in report["departures"]["libero_10"]
 
 
-def test_real_success_counts_and_a_crashed_episode_is_a_reported_failure(tiny_policy, pool, bowl_on_plate, capfd):
+def test_real_success_counts_and_a_crashed_episode_is_a_reported_failure(
+    tiny_policy, pool, bowl_on_plate, capfd, tmp_path
+):
     init0 = libero_envs.get_init_states(SUITE, BOWL_TASK)[0]
     broken = np.zeros(3)  # the simulator raises on a state of the wrong size
     states = {BOWL_TASK: [bowl_on_plate, init0, broken, bowl_on_plate]}
-    result = evaluate.evaluate_suite(tiny_policy, SUITE, task_ids=[BOWL_TASK], pool=pool, init_states=states, **SMALL)
+    episode_dir = tmp_path / "episodes"
+    result = evaluate.evaluate_suite(
+        tiny_policy, SUITE, task_ids=[BOWL_TASK], pool=pool, init_states=states, episode_dir=str(episode_dir), **SMALL
+    )
     episodes = result["episodes"]
     assert [e["success"] for e in episodes] == [True, False, False, True]
     assert [e["length"] for e in episodes] == [1, 5, 0, 1]  # the goal holds after the first step
@@ -100,6 +118,32 @@ def test_real_success_counts_and_a_crashed_episode_is_a_reported_failure(tiny_po
     assert result["tasks"][0]["errors"] == 1 and result["success_rate"] == 0.5
     assert "explicit init states" in " ".join(result["departures"])
     assert "crashed" in evaluate.format_task_table(result) and "env 0 failed" in capfd.readouterr().err
+    check_episode_recordings(episodes, episode_dir)
+
+
+def check_episode_recordings(episodes: list, episode_dir) -> None:
+    """Each episode's recording holds what a reward file would have seen; rescore.py scores it with a reward file
+    (it needs one: no file scored an evaluation) exactly as the file scores the recorded states."""
+    groups = [recordings.load_group(e["recording"]) for e in episodes]
+    assert [g.success[0] for g in groups] == [True, False, False, True] and [g.failed[0] for g in groups][2]
+    assert [g.lengths[0] for g in groups] == [1, 5, 0, 1] and groups[2].reward_infos == [None]  # no reset: no info
+    assert all(g.reward_file is None and np.isnan(g.rewards).all() for g in groups)
+    assert groups[1].reward_infos[0]["max_steps"] == 5 and groups[1].reward_states[0][4]["step"] == 5
+    with pytest.raises(UsageError, match="no reward file scored it .*pass one with --reward-file"):
+        rescore.main(rescore.Args(recordings=(str(episode_dir),)))
+
+    (result,) = rescore.main(rescore.Args(recordings=(str(episode_dir),), reward_file=str(RAISE_EEF))).values()
+    # raise_eef.py by hand: the end effector's height now minus at the start of the episode.
+    by_hand = [np.zeros((1, 0), np.float32)] * 4  # the crashed episode, which is never scored
+    for k in (0, 1, 3):
+        start, states = groups[k].reward_infos[0]["initial"], groups[k].reward_states[0]
+        by_hand[k] = np.array([[state["eef_pos"][2] - start["eef_pos"][2] for state in states]], np.float32)
+    assert all(np.array_equal(rescored, expected) for rescored, expected in zip(result["rescored"], by_hand))
+    returns = [float(expected.sum()) for expected in by_hand]
+    assert result["trajectories"] == 3 and result["succeeded"] == 2  # the crashed episode is left out
+    assert result["return_succeeded"] == pytest.approx((returns[0] + returns[3]) / 2)
+    assert result["return_failed"] == pytest.approx(returns[1])
+    assert np.isnan(result["max_reward_change"]) and np.isnan(result["advantage_corr"])  # nothing was recorded
 
 
 def test_results_do_not_depend_on_num_envs(tiny_policy, pool, bowl_on_plate):

@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))  # the spawned validation process inherits sys.pat
 
 import cli  # noqa: E402
 import gen_reward  # noqa: E402
+import recordings  # noqa: E402
 import rewards  # noqa: E402
 import libero_envs  # noqa: E402
 
@@ -554,3 +555,131 @@ def test_check_of_all_suites_covers_the_four_suites_and_any_perturbation_file_th
     assert selected[:40] == [(suite, t) for suite in gen_reward.MAIN_SUITES for t in range(10)]
     assert selected[40:] == [("libero_goal_task", 2)]
     assert len(gen_reward.select_tasks("all", None, None)) == 40  # generating: the four suites only
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --recordings: how a candidate ranks recorded successes and failures
+
+BOWL_TO_PLATE = """
+import numpy as np
+
+
+def compute_reward(state, info):
+    bowl, plate = state["objects"]["akita_black_bowl_1"]["pos"], state["objects"]["plate_1"]["pos"]
+    return float({sign}np.linalg.norm(bowl - plate))
+"""
+TOWARD_PLATE, AWAY_FROM_PLATE = BOWL_TO_PLATE.format(sign="-"), BOWL_TO_PLATE.format(sign="")
+
+
+def save_trajectory(path: Path, task_id: int, init_state_id: int, info: dict, states: list) -> None:
+    """A recording of one trajectory through real simulator states. No policy chose its actions (random or none),
+    so its tokens are zeros; what a reward file sees, the states and their success flags, is real."""
+    task, steps = libero_envs.get_task(SUITE, task_id), len(states)
+    recordings.Group(
+        suite=SUITE,
+        task_name=task.name,
+        instruction=task.language,
+        init_state_id=init_state_id,
+        images=np.zeros((1, steps, 0, 0, 3), np.uint8),
+        tokens=np.zeros((1, steps, 7), np.int64),
+        log_probs=np.zeros((1, steps), np.float32),
+        rewards=np.full((1, steps), np.nan, np.float32),
+        mask=np.ones((1, steps), bool),
+        success=np.array([states[-1]["success"]]),
+        lengths=np.array([steps]),
+        failed=np.array([False]),
+        reward_infos=[info],
+        reward_states=[states],
+        reward_file=None,
+        reward_sha256=None,
+    ).save(path)
+
+
+def bowl_on_plate_trajectory(goal_state: np.ndarray, steps: int) -> tuple:
+    """(info, states) of `steps` still steps from the bowl settled on the plate: the goal holds at every one."""
+    task = libero_envs.get_task(SUITE, TASK_ID)
+    env = libero_envs.make_env(libero_envs.task_bddl_path(task), render=False, horizon=libero_envs.env_horizon(steps))
+    try:
+        initial = rewards.build_reward_state(env, libero_envs.reset_env(env, goal_state), 0, False)
+        info = rewards.build_reward_info(SUITE, TASK_NAME, task.language, cli.TRAIN_MAX_STEPS[SUITE], initial)
+        states = []
+        for step in range(1, steps + 1):
+            obs, _, done, _ = env.step(np.zeros(libero_envs.ACTION_DIM))
+            states.append(rewards.build_reward_state(env, obs, step, done))
+    finally:
+        env.close()
+    assert all(state["success"] for state in states)
+    return info, states
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, bowl_on_plate):
+    """A folder of recordings of task 8 from the real simulator: init states 0 and 1 after 3 random actions
+    (failures), the bowl on the plate (a success), and one recording of task 0."""
+    folder = tmp_path_factory.mktemp("recordings")
+    states, infos, _ = gen_reward.collect_validation_states(SUITE, TASK_ID, 2, 3, 0)  # as make_args validates
+    for k in range(2):  # [state after the wait steps, then after each of 3 random actions] of init state k
+        save_trajectory(folder / f"failure{k}.npz", TASK_ID, k, infos[4 * k], states[4 * k + 1 : 4 * k + 4])
+    save_trajectory(folder / "success.npz", TASK_ID, 0, *bowl_on_plate_trajectory(bowl_on_plate, 3))
+    other_states, other_infos, _ = gen_reward.collect_validation_states(SUITE, 0, 1, 1, 0)
+    save_trajectory(folder / "other_task.npz", 0, 0, other_infos[0], other_states[1:])
+    return folder
+
+
+def bowl_plate_returns(folder: Path, sign: float) -> dict:
+    """The return of TOWARD_PLATE (sign -1) or AWAY_FROM_PLATE (+1) on each task-8 recording, by hand."""
+    returns = {}
+    for name in ("success", "failure0", "failure1"):
+        (states,) = recordings.load_group(folder / f"{name}.npz").reward_states
+        bowl_to_plate = [s["objects"]["akita_black_bowl_1"]["pos"] - s["objects"]["plate_1"]["pos"] for s in states]
+        returns[name] = sign * sum(map(np.linalg.norm, bowl_to_plate))
+    return returns
+
+
+def test_recordings_say_whether_a_candidate_ranks_successes_above_failures(tmp_path, llm_server, recorded, capfd):
+    server = llm_server("openai", [ok(fenced(TOWARD_PLATE)), ok(fenced(AWAY_FROM_PLATE))])
+    args = make_args(tmp_path, server, recordings=(str(recorded),), overwrite=True)
+
+    gen_reward.main(args)
+    toward, err = output_file(tmp_path).read_text(), capfd.readouterr().err
+    gen_reward.main(args)
+    away = output_file(tmp_path).read_text()
+
+    assert err.count("skipped 1 recording(s) of other tasks (libero_goal/open_the_middle_drawer_of_the_cabinet)") == 1
+    for text, sign, corr, verdict in ((toward, -1, "+0.87", "ranks"), (away, 1, "-0.87", "does NOT rank")):
+        returns = bowl_plate_returns(recorded, sign)
+        failed = (returns["failure0"] + returns["failure1"]) / 2
+        expected = (
+            f"# Recordings: 3 recorded trajectories (1 succeeded, 3 files): mean return {returns['success']:.4g} "
+            f"succeeded vs {failed:.4g} failed, rank correlation of return and success {corr}: {verdict} successes "
+            "above failures.\n"
+        )
+        assert expected in text, text
+    assert f"{output_file(tmp_path)} on 3 recorded trajectories" in err  # the log says it too
+
+
+def test_recordings_without_a_success_cannot_check_the_ranking(tmp_path, recorded, capfd):
+    output_file(tmp_path).parent.mkdir(parents=True)
+    output_file(tmp_path).write_text(TOWARD_PLATE)
+    failures = tuple(str(recorded / f"failure{k}.npz") for k in range(2))
+
+    gen_reward.main(make_args(tmp_path, check=True, recordings=failures))
+
+    err = capfd.readouterr().err
+    expected = "2 recorded trajectories (0 succeeded, 2 files): the ranking of successes above failures cannot be "
+    assert f"{output_file(tmp_path)} on {expected}checked: none of them succeeded" in err
+
+
+def test_bad_recordings_stop_the_run_before_any_api_call(tmp_path, llm_server):
+    server = llm_server("anthropic", [ok(fenced(TOWARD_PLATE))])
+    garbage, empty = tmp_path / "garbage.npz", tmp_path / "empty"
+    garbage.write_text("not a recording")
+    empty.mkdir()
+    for given, problem in (
+        (tmp_path / "missing", "no such file or folder"),
+        (empty, "no recorded group (.npz) there"),
+        (garbage, "not a readable recording"),
+    ):
+        message = run_main_expecting_exit(make_args(tmp_path, server, recordings=(str(given),)))
+        assert message.startswith(f"{given}: {problem}") and "\n" not in message, message
+    assert server.requests == [] and not output_file(tmp_path).exists()

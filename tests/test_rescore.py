@@ -6,6 +6,7 @@ import pytest
 
 import libero_envs
 import openvla_policy
+import recordings
 import rescore
 import rollout
 from cli import UsageError
@@ -42,7 +43,7 @@ def recording(tiny_policy, tmp_path_factory):
 
 def test_a_saved_group_loads_back_with_what_the_reward_file_saw(recording):
     path, group = recording
-    loaded = rollout.load_group(path)
+    loaded = recordings.load_group(path)
     for name in ("images", "tokens", "log_probs", "rewards", "mask", "success", "lengths", "failed"):
         assert np.array_equal(getattr(loaded, name), getattr(group, name)), name
     assert loaded.reward_file == str(RAISE_EEF) and loaded.reward_sha256 == group.reward_sha256

@@ -104,11 +104,14 @@ def test_robustness_table_on_one_task(tiny_cache, tmp_path, capsys):
         num_envs=1,
         output_dir=str(tmp_path),
         device="cpu",
+        save_episodes=True,
         **SMALL,
     )
     results = evaluate.main(args)
     printed = capsys.readouterr().out
     assert list(results) == evaluate.robustness_suites("libero_goal")
+    (episode_dir,) = tmp_path.glob("eval__libero_goal-robustness__tiny__*/episodes/base")  # each model's apart
+    assert sorted(p.name for p in episode_dir.iterdir()) == [f"{s}__task00__init00.npz" for s in sorted(results)]
     assert "| model | clean | lan | object | swap | task | drop from clean |" in printed
     assert "| base | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |" in printed
     assert "| OpenVLA (published, LIBERO-PRO) | 98.0 | 98.0 | 96.0 | 0.0 | 0.0 | 49.5 |" in printed

@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import evaluate
 import libero_envs
 import openvla_policy
+import recordings
 import rewards
 import rollout
 import tgrpo
@@ -283,7 +284,7 @@ def test_train_checkpoint_resume_and_reload(tmp_path, tiny_cache, capsys):
     # --save-groups: every group, with what the reward file saw (rescore.py reads them; tests/test_rescore.py).
     saved = sorted((stopped / "groups").iterdir())
     assert [p.name for p in saved] == ["iter00001_group00000.npz", "iter00002_group00001.npz"]
-    assert [len(states) for states in rollout.load_group(saved[1]).reward_states] == [3, 3]
+    assert [len(states) for states in recordings.load_group(saved[1]).reward_states] == [3, 3]
 
     events = EventAccumulator(str(stopped)).Reload()
     # Every scalar against global_step, the env steps so far: 2 envs x 3 steps an iteration (none succeeds in 3).
