@@ -125,11 +125,15 @@ def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, t
         with torch.no_grad():
             return reloaded.log_prob(images, INSTRUCTION, tokens).float().numpy()
 
-    # Plain peft 0.11 loads the adapter into LoRA weights of the base dtype: bf16 rounds what was learned
-    # (measured: 0.06 nats off the trained policy's log-probs), so the adapter loads, but not exactly.
+    # Plain peft 0.11 loads the adapter into LoRA weights of the base dtype: the saved values rounded to bf16, and
+    # run in bf16, so the policy is not the trained one (0.06-0.4 nats off here, depending on the CPU's kernels).
     plain = openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
     plain.model = PeftModel.from_pretrained(plain.model, str(checkpoint / "adapter"))
-    assert 1e-3 < np.abs(reloaded_log_probs(plain) - after).max() < 0.25
+    saved = {k: v for k, v in load_file(checkpoint / "adapter" / "adapter_model.safetensors").items() if "lora_" in k}
+    loaded = {n.replace(".default", ""): p for n, p in plain.model.named_parameters() if "lora_" in n}
+    assert loaded.keys() == saved.keys()
+    assert all(torch.equal(loaded[k], saved[k].to(torch.bfloat16)) for k in saved)
+    assert np.abs(reloaded_log_probs(plain) - after).max() > 1e-3
     # tgrpo.py --resume and evaluate.py widen them to fp32 before loading: the log-probs training ended with.
     resumed, _ = tgrpo.load_trainable_policy(tgrpo.Args(model=sharp_dir, dtype="bfloat16"), checkpoint, "cpu")
     evaluated = evaluate.load_policy(
