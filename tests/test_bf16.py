@@ -20,11 +20,12 @@ INSTRUCTION = "put the bowl on the plate"
 # The tiny VLA's random action logits are nearly flat (std ~0.14), so bf16 would round almost nothing; scaled up
 # to a std of ~4 they are as peaked as a trained policy's and bf16's 8-bit mantissa shows.
 LOGIT_SHARPENING = 25.0
-# Sampling (prefill, then one cached token at a time) and scoring (one teacher-forced pass) compute every logit
-# row with the same bf16 kernels on the CPU, so they agree up to fp32 rounding of a ~40-nat sum (one ulp there
-# is 3.8e-6); measured: at most 7.6e-6. The bound leaves ~25 ulps, and it is far below what a precision slip
-# between the two paths would cost: bf16 against fp32 moves the same log-probs by ~1e-2 (asserted below).
-LOGPROB_MISMATCH_BOUND = 1e-4
+# Sampling (prefill, then one cached token at a time) and scoring (one teacher-forced pass) multiply matrices of
+# other shapes, which a CPU's bf16 kernels may round differently. Measured, the largest of 4 samples: 1e-6 under
+# avx512 and default kernels, 0.028 under avx2 (no bf16 instructions). bf16 against fp32 moves the same log-probs
+# by up to 0.2, so the bound allows bf16 rounding on any kernel; a decoding mistake such as feeding a cached token
+# at the next position moved them by 0.2 here (fp32 tests/test_policy.py catches it at 1e-4).
+LOGPROB_MISMATCH_BOUND = 0.1
 
 
 def observations(batch, seed=0):
@@ -75,7 +76,7 @@ def test_bf16_sampling_and_teacher_forced_log_probs_agree(bf16_policy, sharp_dir
     fp32_policy = openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="float32")
     with torch.no_grad():
         fp32_scored = fp32_policy.log_prob(images, INSTRUCTION, tokens).numpy()
-    assert np.abs(fp32_scored - scored).max() > 30 * LOGPROB_MISMATCH_BOUND  # the bound would catch a bf16 slip
+    assert np.abs(fp32_scored - scored).max() > 1e-2  # bf16 rounds visibly here: the sharpening took
 
 
 def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, tmp_path):
