@@ -153,12 +153,13 @@ def add_action_direction(model: TinyVLAForActionPrediction) -> None:
     """Give the action bins' output rows a shared direction scaled by the bin's action value (+1 at id 31744, -1 at
     31999), as a VLA trained on demonstrations has: neighbouring bins mean nearly the same action, so their rows are
     alike. A policy can then move its mean action by moving its hidden state along one direction. With independent
-    random rows it can only learn token by token, and RL on a few dozen samples per update cannot (README, "Results").
-    The logits start nearly uniform all the same (entropy 5.50 of 5.55 nats)."""
+    random rows it can only learn bin by bin, which RL on a few dozen samples per update did not do reliably
+    (README, "Results"). The logits still start nearly uniform (entropy about 5.5 of 5.55 nats)."""
     direction = torch.randn(model.config.text_config.hidden_size)
     action_values = torch.linspace(1.0, -1.0, ACTION_ROWS.stop - ACTION_ROWS.start)
     with torch.no_grad():
-        model.language_model.lm_head.weight[ACTION_ROWS] += ACTION_ROW_SLOPE * action_values[:, None] * direction / direction.norm()
+        rows = model.language_model.lm_head.weight[ACTION_ROWS]
+        rows += ACTION_ROW_SLOPE * action_values[:, None] * direction / direction.norm()
 
 
 def _write_tiny(tmp: str, seed: int, image_size: int) -> None:
