@@ -344,27 +344,27 @@ def estimate_update_memory(
     return num_params * param_bytes + 16 * lora_params + activations + UPDATE_FIXED_BYTES
 
 
-def update_memory_problem(num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int,
-                          gradient_checkpointing: bool, available_bytes: float) -> Optional[str]:
-    """None if the update fits in `available_bytes`; otherwise one line naming the flags that would fit."""
+def update_memory_problem(sizes: dict, micro_batch_size: int, checkpointing: bool, available: float) -> Optional[str]:
+    """None if the update fits in `available` bytes; otherwise one line naming the flags that would fit. `sizes`:
+    the model's num_params, param_bytes and lora_params, as estimate_update_memory takes them."""
 
-    def need(size: int, checkpointing: bool) -> float:
-        return estimate_update_memory(num_params, param_bytes, lora_params, size, checkpointing)
+    def need(size: int, with_checkpointing: bool) -> float:
+        return estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=with_checkpointing)
 
-    def flags(size: int, checkpointing: bool) -> str:
-        return f"--micro-batch-size {size}" + (" --gradient-checkpointing" if checkpointing else "")
+    def flags(size: int, with_checkpointing: bool) -> str:
+        return f"--micro-batch-size {size}" + (" --gradient-checkpointing" if with_checkpointing else "")
 
-    if need(micro_batch_size, gradient_checkpointing) <= available_bytes:
+    if need(micro_batch_size, checkpointing) <= available:
         return None
     fits = []
-    for checkpointing in sorted({gradient_checkpointing, True}):  # never suggest turning checkpointing off
-        sizes = [size for size in range(micro_batch_size, 0, -1) if need(size, checkpointing) <= available_bytes]
-        if sizes:
-            fits.append(flags(sizes[0], checkpointing))
+    for with_checkpointing in sorted({checkpointing, True}):  # never suggest turning checkpointing off
+        fitting = [size for size in range(micro_batch_size, 0, -1) if need(size, with_checkpointing) <= available]
+        if fitting:
+            fits.append(flags(fitting[0], with_checkpointing))
     advice = f"these fit: {' or '.join(fits)}" if fits else "nothing fits: use a GPU with more free memory"
-    needed_gb, available_gb = need(micro_batch_size, gradient_checkpointing) / 1e9, available_bytes / 1e9
+    needed_gb, available_gb = need(micro_batch_size, checkpointing) / 1e9, available / 1e9
     return (
-        f"{flags(micro_batch_size, gradient_checkpointing)}: the update needs about {needed_gb:.0f} GB of GPU memory "
+        f"{flags(micro_batch_size, checkpointing)}: the update needs about {needed_gb:.0f} GB of GPU memory "
         f"and {available_gb:.0f} GB are free; {advice}"
     )
 
@@ -374,11 +374,11 @@ def check_update_memory(policy, micro_batch_size: int, gradient_checkpointing: b
     if policy.device.type != "cuda":
         return
     frozen = [p for p in policy.model.parameters() if not p.requires_grad]
-    lora_params = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
+    sizes = dict(num_params=sum(p.numel() for p in frozen), param_bytes=frozen[0].element_size())
+    sizes["lora_params"] = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
     free, _ = torch.cuda.mem_get_info(policy.device)
     available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
-    sizes = (sum(p.numel() for p in frozen), frozen[0].element_size(), lora_params)
-    problem = update_memory_problem(*sizes, micro_batch_size, gradient_checkpointing, available)
+    problem = update_memory_problem(sizes, micro_batch_size, gradient_checkpointing, available)
     if problem:
         raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
 
@@ -502,9 +502,9 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
                 check_reward_files(writer, reward_checks, summary, global_step, reward_paths)
                 if args.video_every and (iteration + 1) % args.video_every == 0:
                     save_video(run_dir, groups[0], iteration + 1)
-            indices = group_indices(iteration, args.groups_per_iteration, rank, world_size)  # every rank its own
-            for index, group in zip(indices, groups if args.save_groups else []):
-                group.save(run_dir / "groups" / f"iter{iteration + 1:05d}_group{index:05d}.npz")
+            if args.save_groups:  # every rank its own
+                for index, group in zip(group_indices(iteration, args.groups_per_iteration, rank, world_size), groups):
+                    group.save(run_dir / "groups" / f"iter{iteration + 1:05d}_group{index:05d}.npz")
             if args.save_every and (iteration + 1) % args.save_every == 0:
                 save()
             if args.eval_every and (iteration + 1) % args.eval_every == 0:
@@ -657,7 +657,7 @@ def check_args(args: Args) -> None:
     groups, shares = args.groups_per_iteration, f"the {world_size} torchrun ranks collect equal shares: use a multiple"
     problems += [
         (groups is not None and groups < 1, "--groups-per-iteration", "use 1 or more"),
-        (groups is not None and groups % world_size, "--groups-per-iteration", f"{shares} of {world_size}"),
+        (groups is not None and groups % world_size != 0, "--groups-per-iteration", f"{shares} of {world_size}"),
     ]
     task_ids = selected_task_ids(args)
     repeated = sorted({t for t in task_ids if task_ids.count(t) > 1})
@@ -682,8 +682,8 @@ def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_dir.name, save_code=True)
+        run = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run_dir.name, config=vars(args))
+        wandb.init(**run, sync_tensorboard=True, save_code=True)
     writer = SummaryWriter(str(run_dir))
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
@@ -693,7 +693,7 @@ def start_logging(args: Args, run_dir: Path) -> SummaryWriter:
 def progress_bar(completed: int, num_iterations: int, rank: int) -> tqdm:
     """The iterations still to run, with a bar in a terminal (piped to a file, the `iter` lines say it all)."""
     hidden = rank > 0 or not (sys.stdout.isatty() and sys.stderr.isatty())
-    return tqdm(range(completed, num_iterations), "tgrpo", num_iterations, initial=completed, disable=hidden)
+    return tqdm(range(completed, num_iterations), desc="tgrpo", initial=completed, total=num_iterations, disable=hidden)
 
 
 def summarize_groups(groups: list, masks: list, step_advantages: list, traj_advantages: list) -> dict:

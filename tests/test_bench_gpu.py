@@ -87,12 +87,7 @@ def test_update_memory_estimate_and_advice():
     assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=1, gradient_checkpointing=False) > small
 
     def problem_at(micro_batch_size, gradient_checkpointing, available_bytes):
-        return tgrpo.update_memory_problem(
-            **sizes,
-            micro_batch_size=micro_batch_size,
-            gradient_checkpointing=gradient_checkpointing,
-            available_bytes=available_bytes,
-        )
+        return tgrpo.update_memory_problem(sizes, micro_batch_size, gradient_checkpointing, available_bytes)
 
     assert problem_at(8, True, 1e12) is None
     problem = problem_at(16, False, 40e9)
@@ -102,10 +97,7 @@ def test_update_memory_estimate_and_advice():
     for advice in fits:  # every suggestion really fits
         size = int(advice.split()[1])
         checkpointing = advice.endswith("--gradient-checkpointing")
-        assert (
-            tgrpo.estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=checkpointing)
-            < 40e9
-        )
+        assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=checkpointing) < 40e9
     assert "nothing fits" in problem_at(1, True, 8e9)
 
 
