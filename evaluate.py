@@ -73,6 +73,8 @@ class Args:
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
     dtype: openvla_policy.DtypeChoice = "auto"
     """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA evaluates), float32 on cpu"""
+    cuda_graphs: bool = True
+    """on CUDA, replay the policy step as CUDA graphs of static shapes (--no-cuda-graphs: the eager step, as on cpu)"""
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
     """torch.distributed backend under torchrun (tasks are split over the ranks): auto is nccl on GPUs, gloo on CPU"""
     save_episodes: bool = False
@@ -255,8 +257,9 @@ def load_policy(
     lora_dir: Optional[str] = None,
     device=None,
     dtype: openvla_policy.DtypeChoice = "auto",
+    fast: Optional[bool] = None,
 ) -> openvla_policy.VLAPolicy:
-    policy = openvla_policy.load_vla(model, suite, device, dtype)
+    policy = openvla_policy.load_vla(model, suite, device, dtype, fast)
     if lora_dir:
         load_lora(policy, lora_dir)
     return policy
@@ -746,7 +749,8 @@ def main(args: Args) -> dict:
         for n, (key, suite, model, lora_dir) in enumerate(runs):
             if loaded != (cli.base_suite(suite), lora_dir):  # a perturbation suite uses its base's checkpoint
                 policy = None  # frees the 7B before the next one loads
-                policy = load_policy(args.model, suite, lora_dir, device, args.dtype)
+                fast = None if args.cuda_graphs else False
+                policy = load_policy(args.model, suite, lora_dir, device, args.dtype, fast)
                 loaded = (cli.base_suite(suite), lora_dir)
             subdir = model if args.robustness else ""  # --robustness: each model's videos and recordings apart
             result = evaluate_suite(

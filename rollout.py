@@ -80,6 +80,8 @@ class Args:
     """torch device; default cuda when available, else cpu (any model runs on either; a 7B one is slow on cpu)"""
     dtype: DtypeChoice = "auto"
     """weights and activations of the VLA; auto: bfloat16 on cuda (as OpenVLA runs), float32 on cpu"""
+    cuda_graphs: bool = True
+    """on CUDA, replay the policy step as CUDA graphs of static shapes (--no-cuda-graphs: the eager step, as on cpu)"""
     output_dir: str = "runs"
     """where a run's outputs go: <output-dir>/<run name>/"""
 
@@ -433,11 +435,9 @@ def main(args: Args) -> None:
     reward_files = read_reward_files(args.suite, list(tasks), args.reward_file)
     seed_everything(args.seed)
     # The workers boot while the model loads.
-    pool = EnvPool(
-        args.num_envs, preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout
-    )
+    pool = EnvPool(args.num_envs, preprocess_image, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
     try:
-        policy = load_vla(args.model, args.suite, args.device, args.dtype)
+        policy = load_vla(args.model, args.suite, args.device, args.dtype, fast=None if args.cuda_graphs else False)
         for task_id, task in tasks.items():
             group = collect_group(
                 policy,

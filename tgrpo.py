@@ -81,6 +81,8 @@ class Args:
     """torch device (default: cuda if available, else cpu; any model runs on either, a 7B one slowly on cpu)"""
     dtype: openvla_policy.DtypeChoice = "auto"
     """base weights of the VLA (the LoRA weights train in float32); auto: bfloat16 on cuda, float32 on cpu"""
+    cuda_graphs: bool = True
+    """on CUDA, replay the policy step as CUDA graphs of static shapes (--no-cuda-graphs: the eager step, as on cpu)"""
 
     num_iterations: int = 300
     """iterations, one update each on G groups (not reported by the paper; at G = 1: 30 groups per task of 10)"""
@@ -242,7 +244,9 @@ def trainable_in_float32(model) -> list:
 def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Optional[str]):
     """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer; stops here, before
     the first collection, when the update would not fit in the GPU's memory."""
-    policy = openvla_policy.load_vla(args.model, args.suite, device, args.dtype)
+    policy = openvla_policy.load_vla(
+        args.model, args.suite, device, args.dtype, fast=None if args.cuda_graphs else False
+    )
     if args.gradient_checkpointing and policy.device.type == "cuda":
         reentrant = {"use_reentrant": False}
         policy.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
@@ -534,7 +538,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
 SAFE_TO_CHANGE_ON_RESUME = set(
     "num_iterations save_every eval_every eval_trials_per_task eval_max_steps video_every track wandb_project_name "
     "wandb_entity step_timeout reset_timeout micro_batch_size gradient_checkpointing device dtype output_dir resume "
-    "reward_cpu_seconds reward_memory_mb save_groups".split()
+    "reward_cpu_seconds reward_memory_mb save_groups cuda_graphs".split()
 )
 
 

@@ -31,6 +31,7 @@ from PIL import Image
 
 from cli import UsageError, base_suite
 from openvla_image import preprocess_image  # noqa: F401  (the policy's view of a frame: the scripts give it to EnvPool)
+from openvla_policy.fast_step import FastActionStep
 
 ACTION_DIM = 7
 N_ACTION_BINS = 256
@@ -38,6 +39,7 @@ BINS = np.linspace(-1.0, 1.0, N_ACTION_BINS)
 BIN_CENTERS = (BINS[:-1] + BINS[1:]) / 2.0
 VOCAB_SIZE = 32000  # Llama-2 base vocabulary; the action bins are its last 256 ids
 ACTION_TOKEN_BEGIN = VOCAB_SIZE - N_ACTION_BINS  # 31744
+ACTION_ROWS = slice(ACTION_TOKEN_BEGIN, VOCAB_SIZE)  # the action tokens' rows of the output layer
 SPACE_TOKEN = 29871  # "▁", which OpenVLA's training prompts ended with
 
 TINY_VLA_SOURCE = Path(__file__).resolve().parent.parent / "tiny_vla"
@@ -107,9 +109,10 @@ class VLAPolicy:
     the one whose log-probability is trained.
     """
 
-    def __init__(self, model, processor, action_stats: dict, device: torch.device):
+    def __init__(self, model, processor, action_stats: dict, device: torch.device, fast: bool = False):
         self.model, self.processor, self.action_stats, self.device = model, processor, action_stats, device
         self.dtype = next(model.parameters()).dtype
+        self.fast, self.fast_step = fast, None  # fast: the static-shape step of fast_step.py (CUDA graphs on CUDA)
         tokenizer = processor.tokenizer
         self.space_token = SPACE_TOKEN if tokenizer.convert_ids_to_tokens(SPACE_TOKEN) == "▁" else None
 
@@ -152,32 +155,28 @@ class VLAPolicy:
         was_training = self.model.training
         self.model.eval()  # the Prismatic forward returns no KV cache in training mode
         inputs, lengths = self.prepare(images, instructions)
-        out = self.model(**inputs, use_cache=True)
-        batch, context_len = out.logits.shape[:2]
-        num_patches = context_len - inputs["input_ids"].shape[1]  # inserted after BOS
-        mask = inputs["attention_mask"]
-        attention_mask = torch.cat([mask[:, :1], mask.new_ones(batch, num_patches), mask[:, 1:]], dim=1)
-        position = num_patches + lengths  # where each row's next token goes (right padding leaves a gap)
-        logits = out.logits[torch.arange(batch, device=self.device), position - 1]
-        tokens, log_probs = [], torch.zeros(batch, device=self.device)
+        step = self.action_step()
+        logits = step.start(inputs, lengths)
+        tokens, log_probs = [], torch.zeros(len(lengths), device=self.device)
         for k in range(ACTION_DIM):
             logp = action_log_softmax(logits, temperature)
             choice = sample_tokens(logp.exp(), generators) if temperature > 0 else logp.argmax(-1)
             log_probs += logp.gather(-1, choice[:, None])[:, 0]
             tokens.append(choice + ACTION_TOKEN_BEGIN)
             if k + 1 < ACTION_DIM:
-                attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)
-                out = self.model.language_model(
-                    input_ids=tokens[-1][:, None],
-                    attention_mask=attention_mask,
-                    position_ids=(position + k)[:, None],
-                    past_key_values=out.past_key_values,
-                    use_cache=True,
-                )
-                logits = out.logits[:, -1]
+                logits = step.advance(tokens[-1], k)
         self.model.train(was_training)
         tokens = torch.stack(tokens, dim=1).cpu().numpy()
         return tokens, log_probs.float().cpu().numpy(), self.tokens_to_env_actions(tokens)
+
+    def action_step(self):
+        """The eager step, or the fast one (built again when `self.model` was replaced, e.g. wrapped with LoRA)."""
+        if not self.fast:
+            return EagerActionStep(self.model)
+        if self.fast_step is None or self.fast_step.model is not self.model:
+            self.fast_step = None  # its graphs and cache go before the new ones are made
+            self.fast_step = FastActionStep(self.model, ACTION_DIM - 1, ACTION_ROWS)
+        return self.fast_step
 
     def log_prob(self, images: np.ndarray, instruction: str, tokens, temperature: float = 1.0) -> torch.Tensor:
         """Teacher-forced log pi(tokens | image, instruction) for B images of one task, summed over the 7
@@ -198,7 +197,7 @@ class VLAPolicy:
             input_ids=input_ids, attention_mask=attention_mask, pixel_values=inputs["pixel_values"]
         ).logits
         # The image patches make logits longer than input_ids, so index from the end.
-        logp = action_log_softmax(logits[:, -ACTION_DIM - 1 : -1], temperature)
+        logp = action_log_softmax(logits[:, -ACTION_DIM - 1 : -1, ACTION_ROWS], temperature)
         return logp.gather(-1, (tokens - ACTION_TOKEN_BEGIN)[..., None])[..., 0].sum(-1)
 
     def tokens_to_env_actions(self, tokens: np.ndarray) -> np.ndarray:
@@ -216,10 +215,40 @@ def sample_tokens(probs: torch.Tensor, generators: Optional[list]) -> torch.Tens
     return choice
 
 
-def action_log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Log-probs over the 256 action tokens only; greedy decoding scores at temperature 1."""
-    action_logits = logits[..., ACTION_TOKEN_BEGIN:VOCAB_SIZE].float()
-    return torch.log_softmax(action_logits / (temperature if temperature > 0 else 1.0), dim=-1)
+def action_log_softmax(action_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probs over the 256 action tokens (the logits' ACTION_ROWS) only; greedy decoding scores at temperature 1."""
+    return torch.log_softmax(action_logits.float() / (temperature if temperature > 0 else 1.0), dim=-1)
+
+
+class EagerActionStep:
+    """The policy step through the model's own forward and transformers' dynamic KV cache: `start(inputs, lengths)`
+    -> the first token's action logits (B, 256), then `advance(tokens, k)` -> those of token k + 1. The reference
+    that the fast step (fast_step.py) must match; used on the CPU and with --no-cuda-graphs."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def start(self, inputs: dict, lengths: torch.Tensor) -> torch.Tensor:
+        out = self.model(**inputs, use_cache=True)
+        batch, context_len = out.logits.shape[:2]
+        num_patches = context_len - inputs["input_ids"].shape[1]  # inserted after BOS
+        mask = inputs["attention_mask"]
+        self.attention_mask = torch.cat([mask[:, :1], mask.new_ones(batch, num_patches), mask[:, 1:]], dim=1)
+        self.position = num_patches + lengths  # where each row's next token goes (right padding leaves a gap)
+        self.past_key_values = out.past_key_values
+        return out.logits[torch.arange(batch, device=lengths.device), self.position - 1, ACTION_ROWS]
+
+    def advance(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
+        self.attention_mask = torch.nn.functional.pad(self.attention_mask, (0, 1), value=1)
+        out = self.model.language_model(
+            input_ids=tokens[:, None],
+            attention_mask=self.attention_mask,
+            position_ids=(self.position + k)[:, None],
+            past_key_values=self.past_key_values,
+            use_cache=True,
+        )
+        self.past_key_values = out.past_key_values
+        return out.logits[:, -1, ACTION_ROWS]
 
 
 def default_checkpoint(suite: str) -> str:
@@ -429,10 +458,18 @@ def check_padding_side(processor, model: str) -> None:
         )
 
 
-def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dtype: DtypeChoice = "auto") -> VLAPolicy:
+def load_vla(
+    model: Optional[str],
+    suite: str,
+    device: Optional[str] = None,
+    dtype: DtypeChoice = "auto",
+    fast: Optional[bool] = None,
+) -> VLAPolicy:
     """Load an OpenVLA checkpoint (dir or hub id) or the tiny VLA through the same code path, on any device.
 
-    dtype "auto" is bf16 on CUDA (as OpenVLA runs) and fp32 on the CPU (where bf16 matmuls are slow).
+    dtype "auto" is bf16 on CUDA (as OpenVLA runs) and fp32 on the CPU (where bf16 matmuls are slow). fast: the
+    static-shape policy step (fast_step.py), replayed as CUDA graphs on CUDA; None: on CUDA only (the CPU has no
+    graphs, and there the eager step is as fast).
     """
     from transformers import AutoModelForVision2Seq, AutoProcessor
 
@@ -444,7 +481,8 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
         getattr(torch, dtype) if dtype != "auto" else torch.bfloat16 if device.type == "cuda" else torch.float32
     )
     kwargs = {"torch_dtype": torch_dtype}
-    if device.type == "cuda" and torch_dtype == torch.bfloat16 and not is_tiny:
+    fast = device.type == "cuda" if fast is None else fast
+    if device.type == "cuda" and torch_dtype == torch.bfloat16 and not is_tiny and not fast:  # fast: SDPA layers
         try:  # flash-attention 2 takes bf16/fp16 only
             import flash_attn  # noqa: F401
 
@@ -475,4 +513,4 @@ def load_vla(model: Optional[str], suite: str, device: Optional[str] = None, dty
             print(warning, flush=True)
     vla = vla.to(device)
     action_stats = select_action_stats(vla.config.norm_stats, base_suite(suite))
-    return VLAPolicy(vla, processor, action_stats, device)
+    return VLAPolicy(vla, processor, action_stats, device, fast)

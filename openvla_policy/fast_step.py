@@ -1,0 +1,233 @@
+"""The fast policy step: the model's own layers at static shapes, replayed as CUDA graphs on a GPU.
+
+The eager step (`VLAPolicy.act` without this) runs the prefill and the 6 cached decode steps through
+transformers' generation code: about 12k kernel launches a step (twice that with PEFT's LoRA layers), each
+launched by Python, which bound it on a GPU. Here the prompt is padded to a multiple of PROMPT_MULTIPLE tokens and
+the batch to a power of two, keys and values go to preallocated buffers, and every decode step has the same
+shapes. On CUDA the prefill and the decode step of each (batch, prompt length) are captured once as CUDA graphs
+and then replayed: one launch each. On the CPU there are no graphs and the same functions run as they are, which
+is what the tests compare with the eager step.
+
+The modules are the model's own: the vision backbone, the projector, the embeddings and each LlamaDecoderLayer
+of transformers (with a LoRA adapter's layers when there is one), called in the same order with the same
+masks and positions as the eager step. Only the last hidden state of each row meets the output layer (the eager
+step computes the logits of every prompt position).
+"""
+
+from typing import Optional
+
+import torch
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PROMPT_MULTIPLE = 16  # prompt tokens are padded to a multiple of this: a few lengths, a few graphs
+
+
+class StaticKVCache:
+    """Keys and values of every layer in preallocated (batch, heads, length, head_dim) buffers, written in place at
+    the given slots. transformers' attention layers call `update` on whatever cache they are handed."""
+
+    def __init__(self, keys: list, values: list):
+        self.keys, self.values = keys, values
+
+    def update(self, key_states, value_states, layer_idx: int, cache_kwargs: dict):
+        slots = cache_kwargs["cache_position"]
+        self.keys[layer_idx].index_copy_(2, slots, key_states)
+        self.values[layer_idx].index_copy_(2, slots, value_states)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+
+def batch_bucket(batch: int) -> int:
+    for bucket in BATCH_BUCKETS:
+        if batch <= bucket:
+            return bucket
+    raise ValueError(f"a policy batch of {batch} exceeds the largest the fast step serves ({BATCH_BUCKETS[-1]})")
+
+
+def prompt_bucket(length: int) -> int:
+    return -(-length // PROMPT_MULTIPLE) * PROMPT_MULTIPLE
+
+
+def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, queries, keys) booleans -> the additive (B, 1, queries, keys) mask transformers' attention layers take."""
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
+
+
+class StaticShapes:
+    """The buffers and the two static-shape functions of one (batch, prompt tokens) pair.
+
+    Inputs are copied into the `input_*` buffers; `prefill()` fills the KV cache and returns the first token's
+    action logits (batch, 256); `decode()` feeds `token` at decode step `step` and returns the next ones.
+    """
+
+    def __init__(self, step: "FastActionStep", batch: int, text_length: int, num_patches: int, image_shape: tuple):
+        device, dtype = step.device, step.dtype
+        self.step, self.batch, self.num_patches = step, batch, num_patches
+        self.prompt_length = num_patches + text_length
+        self.length = self.prompt_length + step.num_decode_steps  # cache slots: the prompt, then the decoded tokens
+        self.input_ids = torch.zeros(batch, text_length, dtype=torch.long, device=device)
+        self.input_mask = torch.zeros(batch, text_length, dtype=torch.long, device=device)
+        self.input_pixels = torch.zeros(batch, *image_shape, dtype=dtype, device=device)
+        self.input_lengths = torch.ones(batch, dtype=torch.long, device=device)
+        self.token = torch.zeros(batch, dtype=torch.long, device=device)
+        self.decode_step = torch.zeros((), dtype=torch.long, device=device)
+        self.prompt_keys = torch.zeros(batch, self.length, dtype=torch.bool, device=device)
+        self.slots = torch.arange(self.length, device=device)
+        self.cache = step.cache_views(batch, self.length)
+
+    def run_layers(self, hidden, allowed, position_ids, slots):
+        bias = attention_bias(allowed, hidden.dtype)
+        for layer in self.step.layers:
+            hidden = layer(
+                hidden,
+                attention_mask=bias,
+                position_ids=position_ids,
+                past_key_value=self.cache,
+                use_cache=True,
+                cache_position=slots,
+            )[0]
+        return self.step.norm(hidden)
+
+    def prefill(self) -> torch.Tensor:
+        vla, batch, n = self.step.vla, self.batch, self.num_patches
+        patches = vla.projector(vla.vision_backbone(self.input_pixels))
+        embeds = vla.get_input_embeddings()(self.input_ids)
+        embeds = torch.cat([embeds[:, :1], patches.to(embeds.dtype), embeds[:, 1:]], dim=1)
+        ones = self.input_mask.new_ones(batch, n)
+        prompt_mask = torch.cat([self.input_mask[:, :1], ones, self.input_mask[:, 1:]], dim=1).bool()
+        self.prompt_keys.zero_()
+        self.prompt_keys[:, : self.prompt_length] = prompt_mask
+        slots = self.slots[: self.prompt_length]
+        # Query i sees the prompt's real tokens up to i: the causal mask with the right padding cut out.
+        allowed = (slots[None, :, None] >= self.slots[None, None, :]) & self.prompt_keys[:, None, :]
+        hidden = self.run_layers(embeds, allowed, slots[None].expand(batch, -1), slots)
+        last = hidden[torch.arange(batch, device=hidden.device), n + self.input_lengths - 1]
+        return self.step.action_logits(last)
+
+    def decode(self) -> torch.Tensor:
+        slot = self.prompt_length + self.decode_step
+        # The padding leaves a gap: the row's next position follows its own prompt, its slot follows the longest.
+        position_ids = (self.num_patches + self.input_lengths + self.decode_step)[:, None]
+        decoded = (self.slots >= self.prompt_length) & (self.slots <= slot)
+        allowed = (self.prompt_keys | decoded[None])[:, None, :]
+        embeds = self.step.vla.get_input_embeddings()(self.token[:, None])
+        hidden = self.run_layers(embeds, allowed, position_ids, slot[None])
+        return self.step.action_logits(hidden[:, 0])
+
+
+class CapturedShapes:
+    """StaticShapes' two functions captured as CUDA graphs: `prefill()` and `decode()` replay them."""
+
+    def __init__(self, shapes: StaticShapes, pool):
+        self.shapes = shapes
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS workspaces, lazy initialisation
+            shapes.prefill()
+            shapes.decode()
+        torch.cuda.current_stream().wait_stream(side)
+        self.prefill_graph, self.decode_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.prefill_graph, pool=pool):
+            self.prefill_logits = shapes.prefill()
+        with torch.cuda.graph(self.decode_graph, pool=pool):
+            self.decode_logits = shapes.decode()
+
+    def prefill(self) -> torch.Tensor:
+        self.prefill_graph.replay()
+        return self.prefill_logits
+
+    def decode(self) -> torch.Tensor:
+        self.decode_graph.replay()
+        return self.decode_logits
+
+
+class FastActionStep:
+    """Serves VLAPolicy.act: `start(inputs, lengths)` -> the first token's action logits (B, 256), then
+    `advance(tokens, k)` -> the logits of token k + 1 after the chosen action-token ids of token k."""
+
+    def __init__(self, model, num_decode_steps: int, action_rows: slice):
+        # Graphs replay the modules as they were at capture: VLAPolicy builds a new step when its model changes.
+        self.model = model
+        # The VLA itself: under a PEFT wrapper its base model, whose layers hold the LoRA layers.
+        self.vla = vla = model.get_base_model() if hasattr(model, "get_base_model") else model
+        language_model = vla.language_model
+        attention = language_model.config._attn_implementation
+        if attention != "sdpa":
+            raise ValueError(
+                f"the fast policy step runs the model's SDPA attention layers, and this model was loaded with "
+                f"{attention!r}; load it with attn_implementation='sdpa' or use the eager step"
+            )
+        self.layers, self.norm = language_model.model.layers, language_model.model.norm
+        self.lm_head, self.action_rows = language_model.lm_head, action_rows
+        self.num_decode_steps = num_decode_steps
+        self.device, self.dtype = self.lm_head.weight.device, self.lm_head.weight.dtype
+        self.use_graphs = self.device.type == "cuda"
+        self.config = language_model.config
+        self.shapes: dict = {}  # (batch bucket, prompt tokens) -> StaticShapes or CapturedShapes
+        self.cache_capacity = 0
+        self.cache_keys: list = []
+        self.cache_values: list = []
+        self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.current: Optional[StaticShapes] = None
+        self.batch = 0
+
+    def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # The whole output layer, as PEFT's "all-linear" adapts it too; on one position per row it costs little.
+        return self.lm_head(hidden)[..., self.action_rows]
+
+    def cache_views(self, batch: int, length: int) -> StaticKVCache:
+        """Contiguous (batch, heads, length, head_dim) views of one flat buffer per layer, shared by every shape.
+        A shape larger than the buffers reallocates them, and the shapes built on the old ones are dropped."""
+        heads = self.config.num_key_value_heads or self.config.num_attention_heads
+        head_dim = self.config.hidden_size // self.config.num_attention_heads
+        size = batch * heads * length * head_dim
+        if size > self.cache_capacity:
+            self.shapes.clear()
+            self.cache_keys = self.cache_values = []  # release the old buffers before allocating new ones
+            make = lambda: torch.zeros(size, dtype=self.dtype, device=self.device)  # noqa: E731
+            self.cache_keys = [make() for _ in self.layers]
+            self.cache_values = [make() for _ in self.layers]
+            self.cache_capacity = size
+        shape = (batch, heads, length, head_dim)
+        view = lambda flat: flat[:size].view(shape)  # noqa: E731
+        return StaticKVCache([view(k) for k in self.cache_keys], [view(v) for v in self.cache_values])
+
+    def shapes_for(self, batch: int, text_length: int, image_shape: tuple):
+        key = (batch, text_length)
+        if key not in self.shapes:
+            num_patches = self.num_patches(image_shape)
+            shapes = StaticShapes(self, batch, text_length, num_patches, image_shape)
+            self.shapes[key] = CapturedShapes(shapes, self.pool) if self.use_graphs else shapes
+        return self.shapes[key]
+
+    @torch.no_grad()
+    def num_patches(self, image_shape: tuple) -> int:
+        pixels = torch.zeros(1, *image_shape, dtype=self.dtype, device=self.device)
+        return self.vla.projector(self.vla.vision_backbone(pixels)).shape[1]
+
+    @torch.no_grad()
+    def start(self, inputs: dict, lengths: torch.Tensor) -> torch.Tensor:
+        input_ids, mask, pixels = inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
+        batch, text_length = input_ids.shape
+        bucket = batch_bucket(batch)
+        shapes = self.shapes_for(bucket, prompt_bucket(text_length), tuple(pixels.shape[1:]))
+        static = shapes.shapes if isinstance(shapes, CapturedShapes) else shapes
+        # Rows past the batch repeat its first one (real inputs: no NaNs); their outputs are dropped.
+        fill = torch.zeros(bucket, dtype=torch.long, device=input_ids.device)
+        fill[:batch] = torch.arange(batch, device=input_ids.device)
+        static.input_ids.zero_()
+        static.input_mask.zero_()
+        static.input_ids[:, :text_length] = input_ids[fill]
+        static.input_mask[:, :text_length] = mask[fill]
+        static.input_pixels.copy_(pixels[fill])
+        static.input_lengths.copy_(lengths[fill])
+        static.decode_step.zero_()
+        self.current, self.batch = shapes, batch
+        return shapes.prefill()[:batch]
+
+    @torch.no_grad()
+    def advance(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
+        static = self.current.shapes if isinstance(self.current, CapturedShapes) else self.current
+        static.token[: self.batch] = tokens
+        static.decode_step.fill_(k)
+        return self.current.decode()[: self.batch]
