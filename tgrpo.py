@@ -109,8 +109,8 @@ class Args:
     """LoRA rank (paper: 16)"""
     lora_alpha: Optional[int] = None
     """LoRA alpha (not reported; default min(rank, 16) as in OpenVLA's fine-tuning)"""
-    micro_batch_size: int = 8
-    """(step) samples per forward/backward pass; gradients are accumulated over the whole iteration"""
+    micro_batch_size: Optional[int] = None
+    """(step) samples per forward/backward pass, gradients accumulated; default: the most that fit the GPU (cpu: 8)"""
     max_grad_norm: float = 1.0
     """gradient norm clip"""
     update_epochs: int = 1
@@ -119,8 +119,8 @@ class Args:
     """PPO ratio clip (only matters with --update-epochs above 1)"""
     kl_coef: float = 0.0
     """weight of the KL penalty toward the base policy (the adapter disabled)"""
-    gradient_checkpointing: bool = True
-    """recompute activations in the backward pass on CUDA (saves most activation memory)"""
+    gradient_checkpointing: Optional[bool] = None
+    """recompute activations in the backward pass on CUDA; default: only where the micro-batch needs it to fit"""
 
     camera_size: int = cli.CAMERA_SIZE
     """agentview render size in pixels"""
@@ -241,15 +241,13 @@ def trainable_in_float32(model) -> list:
     return params
 
 
-def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Optional[str]):
-    """The VLA with a trainable LoRA adapter (new, or the checkpoint's) and its AdamW optimizer; stops here, before
+def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Optional[str], policy_batch: int = 1):
+    """The VLA with a trainable LoRA adapter (new, or the checkpoint's), its AdamW optimizer, and `args` with the
+    update's micro-batch and checkpointing chosen next to a policy step of `policy_batch` envs; stops here, before
     the first collection, when the update would not fit in the GPU's memory."""
     policy = openvla_policy.load_vla(
         args.model, args.suite, device, args.dtype, fast=None if args.cuda_graphs else False
     )
-    if args.gradient_checkpointing and policy.device.type == "cuda":
-        reentrant = {"use_reentrant": False}
-        policy.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
     from peft import PeftModel  # here, not at the top: the env workers re-import this file and never need peft
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
@@ -269,8 +267,11 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
         for param in params:
             torch.distributed.broadcast(param.data, src=0)
     # An update that cannot fit stops the run here, not after an hour of rollouts.
-    check_update_memory(policy, args.micro_batch_size, args.gradient_checkpointing)
-    return policy, optimizer
+    args = choose_update_batching(policy, args, policy_step_memory(policy, policy_batch))
+    if args.gradient_checkpointing:
+        reentrant = {"use_reentrant": False}
+        policy.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
+    return policy, optimizer, args
 
 
 def update_policy(policy, groups: list, advantages: list, masks: list, optimizer, args: Args, num_steps: int) -> dict:
@@ -337,6 +338,10 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
 # which holds within the OpenVLA-7B family, not for arbitrary architectures.
 UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.125, False: 0.46}
 UPDATE_FIXED_BYTES = 0.5e9
+# The update's micro-batch by default: the largest that fits, up to MAX_MICRO_BATCH (in the H100 table of the
+# README, 8 samples took 106 ms each, 16 took 65 with checkpointing, 51 without); on cpu, CPU_MICRO_BATCH.
+MAX_MICRO_BATCH = 32
+CPU_MICRO_BATCH = 8
 
 
 def estimate_update_memory(
@@ -356,7 +361,7 @@ def update_memory_problem(sizes: dict, micro_batch_size: int, checkpointing: boo
         return estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=with_checkpointing)
 
     def flags(size: int, with_checkpointing: bool) -> str:
-        return f"--micro-batch-size {size}" + (" --gradient-checkpointing" if with_checkpointing else "")
+        return f"--micro-batch-size {size} --gradient-checkpointing {with_checkpointing}"
 
     if need(micro_batch_size, checkpointing) <= available:
         return None
@@ -373,18 +378,48 @@ def update_memory_problem(sizes: dict, micro_batch_size: int, checkpointing: boo
     )
 
 
-def check_update_memory(policy, micro_batch_size: int, gradient_checkpointing: bool) -> None:
-    """Stop, naming flags that fit, when the update's estimated peak exceeds the GPU's free memory (CUDA only)."""
+def fitting_update_batching(
+    sizes: dict, available: float, micro_batch_size=None, checkpointing=None
+) -> Optional[tuple]:
+    """(micro-batch, checkpointing): the largest micro-batch up to MAX_MICRO_BATCH (or the one given) whose update
+    fits in `available` bytes, without gradient checkpointing where it fits so (or as given); None if none fits.
+    Bigger micro-batches launch fewer kernels per sample, and checkpointing computes the forward pass twice."""
+    for size in [micro_batch_size] if micro_batch_size else range(MAX_MICRO_BATCH, 0, -1):
+        for with_checkpointing in [checkpointing] if checkpointing is not None else [False, True]:
+            need = estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=with_checkpointing)
+            if need <= available:
+                return size, with_checkpointing
+    return None
+
+
+def policy_step_memory(policy, batch: int) -> int:
+    """Bytes the fast policy step keeps on the GPU (its KV cache and CUDA graphs) once it has served `batch` envs,
+    which the update cannot use: measured by serving blank frames once (greedy: no random number is drawn)."""
+    if not (policy.fast and policy.device.type == "cuda"):
+        return 0
+    before = torch.cuda.memory_reserved(policy.device)
+    policy.act(np.zeros((batch, 224, 224, 3), np.uint8), "warm up", temperature=0.0)
+    return torch.cuda.memory_reserved(policy.device) - before
+
+
+def choose_update_batching(policy, args: Args, policy_step_bytes: int = 0) -> Args:
+    """`args` with --micro-batch-size and --gradient-checkpointing set: as given, or on CUDA what fits the GPU's
+    free memory next to the policy step's (fitting_update_batching), on cpu 8 without checkpointing. Stops, naming
+    flags that fit, when what was given cannot fit."""
     if policy.device.type != "cuda":
-        return
+        return replace(args, micro_batch_size=args.micro_batch_size or CPU_MICRO_BATCH, gradient_checkpointing=False)
     frozen = [p for p in policy.model.parameters() if not p.requires_grad]
     sizes = dict(num_params=sum(p.numel() for p in frozen), param_bytes=frozen[0].element_size())
     sizes["lora_params"] = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
     free, _ = torch.cuda.mem_get_info(policy.device)
-    available = free + torch.cuda.memory_reserved(policy.device)  # what torch holds already includes the weights
-    problem = update_memory_problem(sizes, micro_batch_size, gradient_checkpointing, available)
-    if problem:
+    # What torch holds includes the weights, which the estimate counts, and the policy step's buffers, which it does not.
+    available = free + torch.cuda.memory_reserved(policy.device) - policy_step_bytes
+    choice = fitting_update_batching(sizes, available, args.micro_batch_size, args.gradient_checkpointing)
+    if choice is None:
+        checkpointing = args.gradient_checkpointing is not False
+        problem = update_memory_problem(sizes, args.micro_batch_size or 1, checkpointing, available)
         raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
+    return replace(args, micro_batch_size=choice[0], gradient_checkpointing=choice[1])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -460,7 +495,7 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
     num_envs, pipeline = args.groups_per_iteration // world_size * args.num_envs, openvla_policy.preprocess_image
     pool = libero_envs.EnvPool(num_envs, pipeline, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout)
     try:
-        policy, optimizer = load_trainable_policy(args, resumed and resumed["checkpoint"], device)
+        policy, optimizer, args = load_trainable_policy(args, resumed and resumed["checkpoint"], device, num_envs)
         last_update = restore_training_state(resumed, optimizer, reward_files, run_dir)
     except BaseException:
         pool.close()
@@ -643,7 +678,7 @@ def check_args(args: Args) -> None:
         (args.alpha_step == 0 and args.alpha_traj == 0, "--alpha-step", "with --alpha-traj 0 every advantage is 0"),
         (args.temperature <= 0, "--temperature", "sampling needs a temperature > 0 (greedy samples learn nothing)"),
         (args.max_steps is not None and args.max_steps < 1, "--max-steps", "a trajectory needs at least 1 step"),
-        (args.micro_batch_size < 1, "--micro-batch-size", "use 1 or more"),
+        (args.micro_batch_size is not None and args.micro_batch_size < 1, "--micro-batch-size", "use 1 or more"),
         (args.lora_rank < 1, "--lora-rank", "use 1 or more (paper: 16)"),
         (args.lora_alpha is not None and args.lora_alpha <= 0, "--lora-alpha", "use a positive value"),
         (args.learning_rate <= 0, "--learning-rate", "use a positive value (paper: 1e-5)"),

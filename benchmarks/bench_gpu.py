@@ -2,14 +2,16 @@
 
     python benchmarks/bench_gpu.py                                # a random model of OpenVLA-7B's shapes
     python benchmarks/bench_gpu.py --model <openvla checkpoint>   # a real one
+    python benchmarks/bench_gpu.py --model tiny --dtype float32 --no-libero   # graphs vs eager, exactly, in seconds
     python benchmarks/bench_gpu.py --model tiny --device cpu      # the same code at toy size (tests run this)
 
 Time and memory depend on the shapes, not the weights, so without --model the benchmark builds a model of
 OpenVLA-7B's exact shapes with random weights into --shaped-dir (15 GB, once; `python -m tiny_vla`) and loads
-it through openvla_policy.load_vla like any checkpoint. It prints one markdown report: the machine, the policy step
-(prefill + 6 cached decode steps) per batch size, the update per micro-batch size with and without gradient
-checkpointing (fp32 LoRA on the bf16 base, peak memory next to tgrpo.estimate_update_memory), and one TGRPO
-iteration on LIBERO (N envs, --max-steps steps each) split into its parts.
+it through openvla_policy.load_vla like any checkpoint. It prints one markdown report: the machine; the policy step
+(prefill + 6 cached decode steps) per batch size, eager beside fast (CUDA graphs), with how far their greedy tokens
+and log-probs agree; the update per micro-batch size with and without gradient checkpointing (fp32 LoRA on the
+bf16 base: ms per sample, MFU, peak memory next to tgrpo.estimate_update_memory); one TGRPO iteration on LIBERO
+(N envs, --max-steps steps each, the update batched as tgrpo.py chooses) split into its parts; and the goals.
 """
 
 import os
@@ -39,6 +41,8 @@ class Args:
     """where the OpenVLA-7B-shaped random model is looked for, and built if it is not there (15 GB)"""
     device: str = "cuda"
     """cuda; cpu runs the same code at toy size, with --model tiny only"""
+    dtype: openvla_policy.DtypeChoice = "auto"
+    """weights of the VLA; auto: bfloat16 on cuda, float32 on cpu (float32 on cuda: fast and eager agree exactly)"""
     suite: str = "libero_goal"
     """LIBERO suite of the instruction and of the end-to-end iteration"""
     task_id: int = 8
@@ -47,15 +51,15 @@ class Args:
     """policy batch sizes to time (envs served by one batched policy call)"""
     latency_repeats: int = 5
     """timed policy calls per batch size, after one warm-up call"""
-    micro_batch_sizes: tuple[int, ...] = (1, 4, 8, 16)
+    micro_batch_sizes: tuple[int, ...] = (4, 8, 16, 32)
     """update micro-batch sizes to time and measure"""
-    update_samples: int = 32
+    update_samples: int = 64
     """samples per timed update (time per sample does not depend on it; peak memory depends on the micro-batch)"""
     lora_rank: int = 16
     """LoRA rank of the adapter (paper: 16)"""
     num_envs: int = 4
     """N: envs of the end-to-end iteration"""
-    max_steps: int = 50
+    max_steps: int = 200
     """steps per env in the end-to-end iteration (termination independent: all N run them all unless they succeed)"""
     libero: bool = True
     """run the end-to-end iteration on LIBERO (--no-libero skips it)"""
@@ -134,7 +138,7 @@ def random_images(batch: int, seed: int) -> np.ndarray:
 
 
 def time_policy_step(policy, instruction: str, batch: int, repeats: int, seed: int) -> tuple:
-    """(seconds per batched policy step, peak GB during it) at this batch size."""
+    """(seconds per batched policy step, peak GB during it) at this batch size, with the step `policy.fast` says."""
     images = random_images(batch, seed)
     policy.act(images, instruction)  # warm-up: kernels and allocator
     synchronize(policy.device)
@@ -210,33 +214,84 @@ def model_sizes(policy) -> tuple:
     return sum(p.numel() for p in frozen), frozen[0].element_size(), lora
 
 
+def compare_steps(policy, instruction: str, batch: int, seed: int) -> tuple:
+    """(share of greedy tokens equal, largest |difference| of the summed log-probs) of the fast step against the
+    eager one on the same images."""
+    images = random_images(batch, seed + 1)
+    policy.fast = False
+    tokens, log_probs, _ = policy.act(images, instruction, temperature=0.0)
+    policy.fast = True
+    fast_tokens, fast_log_probs, _ = policy.act(images, instruction, temperature=0.0)
+    return float(np.mean(tokens == fast_tokens)), float(np.abs(log_probs - fast_log_probs).max())
+
+
 def measure_latency(policy, instruction: str, args: Args) -> dict:
-    """{batch: (seconds per policy step, peak GB)} for every --batch-sizes."""
-    return {b: time_policy_step(policy, instruction, b, args.latency_repeats, args.seed) for b in args.batch_sizes}
+    """{batch: {eager, fast: seconds per policy step; peak: GB (fast); equal, logp: compare_steps}}."""
+    results = {}
+    for batch in args.batch_sizes:
+        row = {}
+        for step in ("eager", "fast"):
+            policy.fast = step == "fast"
+            row[step], row["peak"] = time_policy_step(policy, instruction, batch, args.latency_repeats, args.seed)
+        row["equal"], row["logp"] = compare_steps(policy, instruction, batch, args.seed)
+        results[batch] = row
+    return results
 
 
 def latency_table(base: dict, with_lora: dict) -> list:
     lines = [
-        "| batch | policy step ms, base model | with the LoRA adapter (training) | ms per env (training) | peak GB |",
-        "|---:|---:|---:|---:|---:|",
+        "| batch | base model ms: eager | fast | with the LoRA adapter (training) ms: eager | fast | fast ms per env "
+        "(training) | greedy tokens equal (training) | max Δ log-prob | peak GB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for batch, (seconds, peak) in with_lora.items():
-        ms = seconds * 1e3
-        lines.append(f"| {batch} | {base[batch][0] * 1e3:.0f} | {ms:.0f} | {ms / batch:.1f} | {peak:.1f} |")
+    for batch, row in with_lora.items():
+        eager, fast = base[batch]["eager"] * 1e3, base[batch]["fast"] * 1e3
+        lines.append(
+            f"| {batch} | {eager:.0f} | {fast:.0f} | {row['eager'] * 1e3:.0f} | {row['fast'] * 1e3:.0f} "
+            f"| {row['fast'] * 1e3 / batch:.1f} | {row['equal']:.1%} | {row['logp']:.1e} | {row['peak']:.1f} |"
+        )
     return lines
+
+
+def update_flops_per_sample(policy, instruction: str) -> float:
+    """Model FLOPs of one update sample: 2 per weight per token forward and 2 backward (input gradients: the frozen
+    weights need no weight gradient, the LoRA ones are few), the vision side over the image patches and the language
+    model over the whole sequence; checkpointing's second forward pass is not counted (the usual MFU convention)."""
+    vla = policy.model.get_base_model()
+    frozen = lambda module: sum(p.numel() for p in module.parameters() if not p.requires_grad)  # noqa: E731
+    inputs, lengths = policy.prepare(random_images(1, 0), instruction)
+    with torch.no_grad():
+        num_patches = vla.projector(vla.vision_backbone(inputs["pixel_values"])).shape[1]
+    tokens = num_patches + int(lengths[0]) + openvla_policy.ACTION_DIM
+    language = frozen(vla.language_model) - vla.get_input_embeddings().weight.numel()  # a lookup, no matmul
+    return 4.0 * ((frozen(vla.vision_backbone) + frozen(vla.projector)) * num_patches + language * tokens)
+
+
+# Dense bf16 tensor-core peaks, TFLOPS, by a part of the GPU's name (first match; the PCIe H100 is slower).
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L40S", 362.0))
+
+
+def peak_flops(device: torch.device) -> Optional[float]:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for part, tflops in PEAK_BF16_TFLOPS if part in name), None)
 
 
 def update_table(policy, optimizer, instruction: str, args: Args) -> list:
     num_params, param_bytes, lora_params = model_sizes(policy)
     group = synthetic_group(policy, instruction, args.update_samples, args.seed)
+    flops, peak = update_flops_per_sample(policy, instruction), peak_flops(policy.device)
     lines = [
         f"{args.update_samples} samples per update; LoRA rank {args.lora_rank}: {lora_params / 1e6:.1f}M fp32 "
-        f"parameters on {num_params / 1e9:.2f}B frozen {param_bytes * 8}-bit ones",
+        f"parameters on {num_params / 1e9:.2f}B frozen {param_bytes * 8}-bit ones; {flops / 1e12:.1f} model TFLOP "
+        f"per sample; MFU against {f'{peak / 1e12:.0f} TFLOPS (dense bf16)' if peak else 'no known peak'}",
         "",
-        "| gradient checkpointing | micro-batch | update s | ms per sample | peak GB (allocated) | peak GB (reserved) "
-        "| estimate GB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| gradient checkpointing | micro-batch | update s | ms per sample | MFU | peak GB (allocated) "
+        "| peak GB (reserved) | estimate GB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    measured = {}  # (checkpointing, micro-batch) -> ms per sample
     checkpointing_settings = (True, False) if policy.device.type == "cuda" else (False,)  # tgrpo: CUDA only
     for checkpointing in checkpointing_settings:
         set_gradient_checkpointing(policy, checkpointing)
@@ -249,18 +304,27 @@ def update_table(policy, optimizer, instruction: str, args: Args) -> list:
             except torch.cuda.OutOfMemoryError:
                 optimizer.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
-                lines.append(f"{row} out of memory | | | | {estimate / 1e9:.1f} |")
+                lines.append(f"{row} out of memory | | | | | {estimate / 1e9:.1f} |")
                 continue
+            per_sample = seconds / args.update_samples
+            measured[checkpointing, micro_batch_size] = per_sample * 1e3
+            mfu = f"{flops / per_sample / peak:.0%}" if peak else "n/a"
             lines.append(
-                f"{row} {seconds:.2f} | {seconds / args.update_samples * 1e3:.0f} | {allocated:.1f} | {reserved:.1f} "
+                f"{row} {seconds:.2f} | {per_sample * 1e3:.0f} | {mfu} | {allocated:.1f} | {reserved:.1f} "
                 f"| {estimate / 1e9:.1f} |"
             )
-    set_gradient_checkpointing(policy, policy.device.type == "cuda")  # back to tgrpo's default
-    return lines
+    return lines, measured
 
 
-def libero_iteration(policy, optimizer, args: Args) -> list:
-    """One TGRPO iteration as tgrpo.main runs it: collect a group on LIBERO, advantages, one update."""
+def libero_iteration(policy, optimizer, args: Args) -> tuple:
+    """One TGRPO iteration as tgrpo.main runs it: collect a group on LIBERO, advantages, one update with the
+    micro-batch and checkpointing tgrpo.py chooses. Returns the report's lines and the measurements."""
+    policy.fast_step = None  # as in a fresh run: the update's memory is chosen next to one policy step of N envs
+    if policy.device.type == "cuda":
+        torch.cuda.empty_cache()
+    step_bytes = tgrpo.policy_step_memory(policy, args.num_envs)
+    train_args = tgrpo.choose_update_batching(policy, tgrpo.Args(), step_bytes)
+    set_gradient_checkpointing(policy, train_args.gradient_checkpointing)
     task = libero_envs.get_task(args.suite, args.task_id)
     reward_file = rollout.read_reward_file(args.suite, task.name)
     collect = dict(
@@ -278,29 +342,33 @@ def libero_iteration(policy, optimizer, args: Args) -> list:
         group = rollout.collect_group(policy, pool, max_steps=args.max_steps, **collect)
     finally:
         pool.close()
-    train_args = tgrpo.Args()
     mask = torch.as_tensor(group.mask & ~group.failed[:, None])
     rewards = torch.as_tensor(group.rewards, dtype=torch.float32)
     tick = time.perf_counter()
     advantages = tgrpo.compute_advantages(rewards, mask, train_args.alpha_step, train_args.alpha_traj)[0]
-    tgrpo.update_policy(policy, [group], [advantages], [mask], optimizer, train_args, int(mask.sum()))
+    stats = tgrpo.update_policy(policy, [group], [advantages], [mask], optimizer, train_args, int(mask.sum()))
     synchronize(policy.device)
     update = time.perf_counter() - tick
     samples, total = int(mask.sum()), group.timing["total"] + update
     # collect_group's own split of the collection (simulation includes the workers' reward calls), then the update
     parts = {"collection": group.timing["total"], **{k: v for k, v in group.timing.items() if k != "total"}}
     parts["update"] = update
-    return [
+    lines = [
         f"{args.suite} task {args.task_id}, N={args.num_envs}, {args.max_steps} steps: {samples} samples; "
-        f"micro-batch {train_args.micro_batch_size}, gradient checkpointing "
-        f"{'on' if policy.device.type == 'cuda' else 'off (CPU)'}; env start-up (not counted) {start_up:.1f} s",
+        f"{'fast' if policy.fast else 'eager'} policy step; tgrpo.py's choice for the update: micro-batch "
+        f"{train_args.micro_batch_size}, gradient checkpointing {'on' if train_args.gradient_checkpointing else 'off'} "
+        f"(the policy step keeps {step_bytes / 1e9:.1f} GB); env start-up (not counted) {start_up:.1f} s",
         "",
         "| iteration | " + " | ".join(parts) + " | env steps/s |",
         "|---:|" + "---:|" * (len(parts) + 1),
         f"| {total:.1f} s | "
         + " | ".join(f"{v:.1f} s ({v / total:.0%})" for v in parts.values())
         + f" | {samples / group.timing['total']:.1f} |",
+        "",
+        f"Log-probs the policy step sampled with against those the update differentiates: mean |difference| "
+        f"{stats['logprob_mismatch']:.1e} per sample (the update's first ratio is exp of it, when these are the old)",
     ]
+    return lines, {"seconds": total, "update ms per sample": update / max(samples, 1) * 1e3}
 
 
 def main(args: Args) -> str:
@@ -308,7 +376,7 @@ def main(args: Args) -> str:
     torch.manual_seed(args.seed)
     path = resolve_model(args)
     tick = time.perf_counter()
-    policy = openvla_policy.load_vla(path, args.suite, args.device)
+    policy = openvla_policy.load_vla(path, args.suite, args.device, args.dtype, fast=True)
     load_seconds = time.perf_counter() - tick
     num_parameters = sum(p.numel() for p in policy.model.parameters())
     instruction = libero_envs.get_task(args.suite, args.task_id).language
@@ -326,17 +394,46 @@ def main(args: Args) -> str:
     set_gradient_checkpointing(policy, policy.device.type == "cuda")
     optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-5)
     lora_latency = measure_latency(policy, instruction, args)
-    sections = [
-        ("Policy step (prefill + 6 cached decode steps)", lambda: latency_table(base_latency, lora_latency)),
-        ("Update (tgrpo.update_policy)", lambda: update_table(policy, optimizer, instruction, args)),
-    ]
+    report += section("Policy step (prefill + 6 cached decode steps)", latency_table(base_latency, lora_latency))
+    lines, update_ms = update_table(policy, optimizer, instruction, args)
+    report += section("Update (tgrpo.update_policy)", lines)
+    iteration = None
     if args.libero:
-        sections.append(("One TGRPO iteration on LIBERO", lambda: libero_iteration(policy, optimizer, args)))
-    for title, section in sections:
-        lines = [f"### {title}", "", *section(), ""]
-        print("\n".join(lines), flush=True)
-        report += lines
+        lines, iteration = libero_iteration(policy, optimizer, args)
+        report += section("One TGRPO iteration on LIBERO", lines)
+    report += section("Goals", goals_table(base_latency, lora_latency, update_ms, iteration, args))
     return "\n".join(report)
+
+
+def section(title: str, lines: list) -> list:
+    lines = [f"### {title}", "", *lines, ""]
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def goals_table(base: dict, with_lora: dict, update_ms: dict, iteration: Optional[dict], args: Args) -> list:
+    """The goals of the speed work, eager beside fast, for what this run measured."""
+    lines = ["| what | eager | fast | goal |", "|---|---:|---:|---:|"]
+    for what, latency, batch, goal in (
+        ("policy step while training (adapter active), batch 4", with_lora, 4, 80),
+        ("policy step while training, batch 32", with_lora, 32, 250),
+        ("policy step for evaluation (base model), batch 1", base, 1, 60),
+    ):
+        if batch in latency:
+            eager, fast = latency[batch]["eager"] * 1e3, latency[batch]["fast"] * 1e3
+            lines.append(f"| {what} | {eager:.0f} ms | {fast:.0f} ms | ≤ {goal} ms |")
+    before = update_ms.get((True, 8), update_ms.get((False, 8)))  # micro-batch 8: the default before
+    chosen = iteration["update ms per sample"] if iteration else None
+    if before is not None or chosen is not None:
+        cells = [f"{v:.0f} ms" if v is not None else "not run" for v in (before, chosen)]
+        lines.append(
+            f"| update, ms per sample (eager: micro-batch 8; fast: tgrpo.py's choice) | {' | '.join(cells)} "
+            "| ≤ 40 ms |"
+        )
+    if iteration:
+        what = f"one iteration, N = {args.num_envs}, {args.max_steps} steps"
+        lines.append(f"| {what} | not run | {iteration['seconds']:.1f} s | ≤ 60 s |")
+    return lines
 
 
 if __name__ == "__main__":

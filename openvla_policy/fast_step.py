@@ -18,7 +18,6 @@ from typing import Optional
 
 import torch
 
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROMPT_MULTIPLE = 16  # prompt tokens are padded to a multiple of this: a few lengths, a few graphs
 
 
@@ -37,10 +36,7 @@ class StaticKVCache:
 
 
 def batch_bucket(batch: int) -> int:
-    for bucket in BATCH_BUCKETS:
-        if batch <= bucket:
-            return bucket
-    raise ValueError(f"a policy batch of {batch} exceeds the largest the fast step serves ({BATCH_BUCKETS[-1]})")
+    return 1 << (batch - 1).bit_length()  # the next power of two
 
 
 def prompt_bucket(length: int) -> int:
@@ -57,7 +53,8 @@ class StaticShapes:
     """The buffers and the two static-shape functions of one (batch, prompt tokens) pair.
 
     Inputs are copied into the `input_*` buffers; `prefill()` fills the KV cache and returns the first token's
-    action logits (batch, 256); `decode()` feeds `token` at decode step `step` and returns the next ones.
+    action logits (batch, 256); `decode()` feeds `token` as decoded token number `decode_step` (0-5) and returns the
+    next token's.
     """
 
     def __init__(self, step: "FastActionStep", batch: int, text_length: int, num_patches: int, image_shape: tuple):
@@ -66,7 +63,7 @@ class StaticShapes:
         self.prompt_length = num_patches + text_length
         self.length = self.prompt_length + step.num_decode_steps  # cache slots: the prompt, then the decoded tokens
         self.input_ids = torch.zeros(batch, text_length, dtype=torch.long, device=device)
-        self.input_mask = torch.zeros(batch, text_length, dtype=torch.long, device=device)
+        self.input_mask = torch.ones(batch, text_length, dtype=torch.long, device=device)  # no empty row to warm up
         self.input_pixels = torch.zeros(batch, *image_shape, dtype=dtype, device=device)
         self.input_lengths = torch.ones(batch, dtype=torch.long, device=device)
         self.token = torch.zeros(batch, dtype=torch.long, device=device)

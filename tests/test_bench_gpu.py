@@ -77,6 +77,9 @@ def test_random_checkpoint_loads_every_weight_and_acts(small_fused_dir):
     tokens, log_probs, actions = policy.act(images, "put the bowl on the plate")
     assert tokens.shape == (2, 7) and np.all((tokens >= 31744) & (tokens < 32000))
     assert np.all(np.isfinite(log_probs)) and actions.shape == (2, 7)
+    fast = openvla_policy.load_vla(small_fused_dir, "libero_goal", device="cpu", fast=True)  # timm towers too
+    fast_tokens, fast_log_probs, _ = fast.act(images, "put the bowl on the plate", temperature=0.0)
+    np.testing.assert_array_equal(fast_tokens, policy.act(images, "put the bowl on the plate", temperature=0.0)[0])
 
 
 def test_update_memory_estimate_and_advice():
@@ -91,14 +94,29 @@ def test_update_memory_estimate_and_advice():
 
     assert problem_at(8, True, 1e12) is None
     problem = problem_at(16, False, 40e9)
-    assert problem.startswith("--micro-batch-size 16: the update needs about") and "\n" not in problem
+    assert problem.startswith("--micro-batch-size 16 --gradient-checkpointing False: the update needs about")
+    assert "\n" not in problem
     fits = problem.split("these fit: ")[1].split(" or ")
-    assert len(fits) == 2 and fits[1].endswith("--gradient-checkpointing")
+    assert len(fits) == 2 and fits[1].endswith("--gradient-checkpointing True")
     for advice in fits:  # every suggestion really fits
         size = int(advice.split()[1])
-        checkpointing = advice.endswith("--gradient-checkpointing")
+        checkpointing = advice.endswith("--gradient-checkpointing True")
         assert tgrpo.estimate_update_memory(**sizes, micro_batch_size=size, gradient_checkpointing=checkpointing) < 40e9
     assert "nothing fits" in problem_at(1, True, 8e9)
+
+
+def test_the_update_takes_the_largest_micro_batch_that_fits():
+    """Hand-computed: 15 GB of bf16 weights + 16 B x 110M LoRA parameters + 0.5 GB = 17.26 GB, then 0.9375 GB
+    (checkpointing) or 3.45 GB (not) per sample. Bigger micro-batches first, up to 32; without checkpointing where
+    that size fits so; a size or a setting the user gave is kept."""
+    sizes = dict(num_params=7_500_000_000, param_bytes=2, lora_params=110_000_000)
+    assert tgrpo.fitting_update_batching(sizes, 150e9) == (32, False)  # 17.26 + 32 x 3.45 = 127.7 GB
+    assert tgrpo.fitting_update_batching(sizes, 80e9) == (32, True)  # without: 18 at most
+    assert tgrpo.fitting_update_batching(sizes, 40e9) == (24, True)  # 17.26 + 24 x 0.9375 = 39.76 GB
+    assert tgrpo.fitting_update_batching(sizes, 40e9, checkpointing=False) == (6, False)  # 17.26 + 6 x 3.45 = 37.96
+    assert tgrpo.fitting_update_batching(sizes, 50e9, micro_batch_size=8) == (8, False)  # 44.86 GB
+    assert tgrpo.fitting_update_batching(sizes, 40e9, micro_batch_size=8) == (8, True)
+    assert tgrpo.fitting_update_batching(sizes, 17e9) is None
 
 
 def test_bench_gpu_refuses_what_this_machine_cannot_run(capsys):
@@ -122,8 +140,12 @@ def test_bench_gpu_runs_at_toy_size(tiny_cache):
     )
     report = bench_gpu.main(args)
     lines = report.splitlines()
-    assert sum(line.startswith(("| 1 |", "| 2 |")) for line in lines) == 2  # policy step at batch 1 and 2
+    policy_rows = [line for line in lines if line.startswith(("| 1 |", "| 2 |"))]  # policy step at batch 1 and 2
+    assert len(policy_rows) == 2 and all("| 100.0% |" in row for row in policy_rows)  # fast = eager, token for token
     assert sum(line.startswith("| off | ") for line in lines) == 2  # update at micro-batch 1, 2 (CPU: no checkpointing)
     iteration_row = lines[next(i for i, line in enumerate(lines) if line.startswith("| iteration |")) + 2]
     assert iteration_row.count("%") >= 4  # collection, simulation, policy, update
     assert "N=2, 3 steps: 6 samples" in report
+    mismatch = float(report.split("mean |difference| ")[1].split()[0])
+    assert mismatch < 1e-3  # the update's first ratio is 1 within 1e-3
+    assert "| policy step for evaluation (base model), batch 1 |" in report  # the goals, eager beside fast

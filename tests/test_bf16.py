@@ -108,7 +108,9 @@ def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, t
     )
     advantages = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
     mask = torch.ones(n, t, dtype=torch.bool)
-    stats = tgrpo.update_policy(policy, [group], [advantages], [mask], optimizer, tgrpo.Args(), num_steps=n * t)
+    stats = tgrpo.update_policy(
+        policy, [group], [advantages], [mask], optimizer, tgrpo.Args(micro_batch_size=8), num_steps=n * t
+    )
     assert stats["logprob_mismatch"] < LOGPROB_MISMATCH_BOUND  # the update scored what the sampler drew
     with torch.no_grad():
         after = policy.log_prob(images, INSTRUCTION, tokens).float().numpy()
@@ -136,7 +138,7 @@ def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, t
     assert all(torch.equal(loaded[k], saved[k].to(torch.bfloat16)) for k in saved)
     assert np.abs(reloaded_log_probs(plain) - after).max() > 1e-3
     # tgrpo.py --resume and evaluate.py widen them to fp32 before loading: the log-probs training ended with.
-    resumed, _ = tgrpo.load_trainable_policy(tgrpo.Args(model=sharp_dir, dtype="bfloat16"), checkpoint, "cpu")
+    resumed, _, _ = tgrpo.load_trainable_policy(tgrpo.Args(model=sharp_dir, dtype="bfloat16"), checkpoint, "cpu")
     evaluated = evaluate.load_policy(
         sharp_dir, "libero_goal", str(checkpoint / "adapter"), device="cpu", dtype="bfloat16"
     )

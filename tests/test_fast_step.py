@@ -60,6 +60,7 @@ def test_the_fast_step_follows_a_lora_adapter_and_its_updates(tiny_policy, fast_
     the weights in place). The update's first ratio is 1 within 1e-3: the log-probs the fast step sampled with
     equal those the update differentiates (`logprob_mismatch`, per sample)."""
     eager_model, fast_model = tiny_policy.model, fast_policy.model
+    trainable = {param: param.requires_grad for model in (eager_model, fast_model) for param in model.parameters()}
     wrapped = []
     try:
         for policy in (tiny_policy, fast_policy):
@@ -103,4 +104,20 @@ def test_the_fast_step_follows_a_lora_adapter_and_its_updates(tiny_policy, fast_
     finally:  # the session's tiny policy goes back as it was: the LoRA layers out, the base weights untouched
         for model in wrapped:
             model.unload()
+        for param, requires_grad in trainable.items():  # PEFT froze the base weights
+            param.requires_grad_(requires_grad)
         tiny_policy.model, fast_policy.model = eager_model, fast_model
+
+
+def test_frames_are_normalized_on_the_device_only_where_that_equals_the_processor(fast_policy):
+    """224 px frames (what the env workers deliver) need only scaling and each tower's mean and std: checked once
+    against the processor, bit for bit. Frames of another size, which the processor resizes, keep its path."""
+    frames = images(3, seed=6)
+    assert torch.equal(fast_policy.pixel_values(frames), fast_policy.processed_pixel_values(frames))
+    assert fast_policy.normalization is not False
+    other = openvla_policy.VLAPolicy(
+        fast_policy.model, fast_policy.processor, fast_policy.action_stats, fast_policy.device, fast=True
+    )
+    small = np.random.default_rng(7).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    assert torch.equal(other.pixel_values(small), other.processed_pixel_values(small))
+    assert other.normalization is False

@@ -241,7 +241,9 @@ def test_resume_finds_the_newest_complete_checkpoint_whatever_name_a_kill_left(
         assert lines == []
     else:  # one line names the damage and the fallback
         assert len(lines) == 1 and str(tmp_path / damaged) in lines[0], lines
-        assert f"resuming from checkpoint.old, the newest complete checkpoint (iteration {expected_iteration})" in lines[0]
+        assert (
+            f"resuming from checkpoint.old, the newest complete checkpoint (iteration {expected_iteration})" in lines[0]
+        )
 
 
 def test_a_flipped_byte_in_the_only_checkpoint_is_named_and_nothing_is_deleted(uninterrupted, tmp_path):
@@ -273,7 +275,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_so(uninterrupted, t
     shutil.copytree(uninterrupted / "checkpoint", run_dir / "checkpoint")
     before = adapter(run_dir)
     args = tgrpo.Args(**RUN_FLAGS, reward_file="unused.py", resume=str(run_dir))
-    policy, optimizer = tgrpo.load_trainable_policy(args, run_dir / "checkpoint", args.device)
+    policy, optimizer, _ = tgrpo.load_trainable_policy(args, run_dir / "checkpoint", args.device)
     state = {"iteration": 4, "args": {}, "reward_sha256": {}}
     # Already full at a run's first checkpoint: the adapter's weights are the first large file (safetensors
     # reports it its own way), after peft's 5 KB model card.
@@ -344,8 +346,16 @@ BAD_INPUTS = [
     ("evaluate.py", ["--step-timeout", "0"], "--step-timeout 0.0"),
     ("evaluate.py", ["--reset-timeout", "0"], "--reset-timeout 0.0: use a positive number of seconds"),
     ("evaluate.py", ["--trials-per-task", "0"], "--trials-per-task 0"),
-    ("evaluate.py", ["--model", "tiny", "--lora", "{truncated_run}"], "adapter_model.safetensors is damaged (2000 bytes;"),
-    ("evaluate.py", ["--model", "tiny", "--lora", "{truncated_adapter}"], "adapter_model.safetensors is damaged (Safet"),
+    (
+        "evaluate.py",
+        ["--model", "tiny", "--lora", "{truncated_run}"],
+        "adapter_model.safetensors is damaged (2000 bytes;",
+    ),
+    (
+        "evaluate.py",
+        ["--model", "tiny", "--lora", "{truncated_adapter}"],
+        "adapter_model.safetensors is damaged (Safet",
+    ),
     ("evaluate.py", ["--model", "tiny", "--lora", "{empty_config}"], "adapter_config.json is not a LoRA adapter's"),
     ("gen_reward.py", ["--task-ids", "10"], "--task-ids 10: libero_goal has tasks 0..9"),
     ("gen_reward.py", ["--max-attempts", "0"], "--max-attempts 0: use 1 or more"),

@@ -52,7 +52,9 @@ def test_a_saved_group_loads_back_with_what_the_reward_file_saw(recording):
     assert state["step"] == 3 and state["eef_pos"].dtype == np.float64
     assert np.array_equal(state["eef_pos"], original["eef_pos"])
     assert loaded.reward_infos[0]["initial"]["eef_pos"].tolist() == group.reward_infos[0]["initial"]["eef_pos"].tolist()
-    assert loaded.reward_infos[0]["max_steps"] == 4 and loaded.reward_infos[0]["task_name"] == "put_the_bowl_on_the_plate"
+    assert (
+        loaded.reward_infos[0]["max_steps"] == 4 and loaded.reward_infos[0]["task_name"] == "put_the_bowl_on_the_plate"
+    )
 
 
 def test_rescoring_with_the_file_that_made_it_gives_its_rewards_bit_for_bit(recording, capsys):

@@ -43,8 +43,12 @@ def test_an_honest_reward_raises_no_warning():
 def test_failed_trajectories_out_scoring_successful_ones_warn_once_until_it_goes_away():
     hacked = ([5.0, 4.0, 1.0, 4.5], [0, 0, 1, 0])  # the failures score higher: the reward pays for something else
     signs = track({}, [hacked, hacked, *HONEST[:6], hacked])
-    assert signs[0] == [("put_the_bowl_on_the_plate", "over its last 1 visits, failed trajectories out-score "
-                         "successful ones by 3.5 return")]
+    assert signs[0] == [
+        (
+            "put_the_bowl_on_the_plate",
+            "over its last 1 visits, failed trajectories out-score " "successful ones by 3.5 return",
+        )
+    ]
     assert signs[1] == []  # still there: said once
     # It persists through visit 4 and is gone from visit 5 (failures 29.1 / 15 = 1.94 against successes 11 / 5 = 2.2).
     assert all(s == [] for s in signs[2:8])

@@ -496,7 +496,9 @@ def test_the_precheck_names_the_line_of_the_first_problem():
 )
 def test_the_trainers_text_check_follows_a_module_held_in_a_name(source):
     # Without this the trainer accepts the file and a worker refuses it only at its first reset, minutes later.
-    with pytest.raises(rewards.RewardFileError, match=r"^x.py: line \d uses numpy.linalg.lstsq, which reward files may not$"):
+    with pytest.raises(
+        rewards.RewardFileError, match=r"^x.py: line \d uses numpy.linalg.lstsq, which reward files may not$"
+    ):
         rewards.check_reward_source(source, "x.py")
 
 

@@ -164,9 +164,7 @@ def rewards_at_init_then_built(suite, task_name, *builds):
         for init_state_id in INIT_STATE_IDS:
             obs = libero_envs.reset_env(env, init_states[init_state_id])
             initial = rewards.build_reward_state(env, obs, 0, False)
-            info = rewards.build_reward_info(
-                suite, task.name, task.language, cli.TRAIN_MAX_STEPS[suite], initial
-            )
+            info = rewards.build_reward_info(suite, task.name, task.language, cli.TRAIN_MAX_STEPS[suite], initial)
             init_rewards.append(rewards.call_reward(reward_fn, initial, info, cpu_seconds=None, memory_mb=None))
             assert not initial["success"]
         built = []

@@ -87,9 +87,7 @@ def test_a_suite_without_its_assets_is_rejected_naming_them():
 
 def test_perturbation_suites_run_under_their_base_suite_protocol():
     assert len(cli.PERTURBED_SUITES) == 16 and set(cli.PERTURBED_SUITES) <= set(cli.SUITES)
-    assert (
-        cli.EVAL_MAX_STEPS["libero_10_swap"] == 520 and cli.TRAIN_MAX_STEPS["libero_goal_task"] == 200
-    )
+    assert cli.EVAL_MAX_STEPS["libero_10_swap"] == 520 and cli.TRAIN_MAX_STEPS["libero_goal_task"] == 200
     assert openvla_policy.default_checkpoint("libero_goal_lan") == "openvla/openvla-7b-finetuned-libero-goal"
     assert evaluate.protocol_departures("libero_goal_swap", list(range(10)), 50, 300, 0.0, 256, False) == []
 

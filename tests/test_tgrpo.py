@@ -204,7 +204,7 @@ def test_kl_penalty_and_ppo_epochs_by_hand(lora_policy):
     group.log_probs = group_log_probs(lora_policy, group).numpy()
     params = tgrpo.trainable_in_float32(lora_policy.model)
     optimizer = AdamWThatRecords(params, lr=1e-2, record=lambda: group_log_probs(lora_policy, group))
-    args = tgrpo.Args(update_epochs=3, kl_coef=0.1, clip_coef=0.2)
+    args = tgrpo.Args(update_epochs=3, kl_coef=0.1, clip_coef=0.2, micro_batch_size=8)
     advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
     stats = tgrpo.update_policy(
         lora_policy, [group], [advantages], [torch.ones(2, 3, dtype=torch.bool)], optimizer, args, 6
