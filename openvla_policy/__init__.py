@@ -6,13 +6,14 @@ The scripts use the VLA only through what this file provides (README, "Swapping 
 another version of this one file:
 - `preprocess_image(frame)`: the policy's view of a rendered agentview frame, a module-level function; the scripts
   hand it to libero_envs.EnvPool, whose workers apply it in parallel with the envs.
-- `resolve_checkpoint(model, suite)`: checks --model before anything loads; `load_vla(model, suite, device, dtype)`
-  -> VLAPolicy; `DtypeChoice`, `ACTION_DIM`.
+- `resolve_checkpoint(model, suite)`: checks --model before anything loads; `load_vla(model, suite, device, dtype,
+  fast)` -> VLAPolicy (fast: the static-shape step of fast_step.py, CUDA graphs on CUDA); `DtypeChoice`, `ACTION_DIM`.
 - `VLAPolicy.act(images, instructions, temperature, generators)` -> (action tokens (B, 7), their summed log-probs
   (B,), env actions (B, 7)): sampling and action decoding in one batched call, one instruction per image.
 - `VLAPolicy.log_prob(images, instruction, tokens, temperature)` -> (B,): the differentiable log-prob of the same
   distribution `act` samples from, for B images of one instruction.
-- `VLAPolicy.model` (the torch module tgrpo.py wraps with a LoRA adapter) and `VLAPolicy.device`.
+- `VLAPolicy.model` (the torch module tgrpo.py wraps with a LoRA adapter) and `VLAPolicy.device`; `VLAPolicy.fast`
+  (which step `act` runs) and `VLAPolicy.fast_step` (None frees the fast step's KV cache and graphs).
 """
 
 import hashlib
@@ -147,16 +148,12 @@ class VLAPolicy:
         """The processor's pixel values of uint8 (B, H, W, 3) frames. Frames already at the processor's size need only
         scaling and each tower's mean and std, which run on the device (no PIL, a quarter of the bytes to copy) once
         the first frame showed that to equal the processor's output bit for bit; otherwise the processor runs. With
-        the fast step only: on the CPU, the processor is as fast."""
-        if not self.fast:
-            return self.processed_pixel_values(images)
-        if self.normalization is None:
+        the fast step only (the eager step keeps the processor's path)."""
+        if self.fast and self.normalization is None:
             self.normalization = self.device_normalization(images[:1])
-        if self.normalization is False:
+        if not self.fast or self.normalization is False:
             return self.processed_pixel_values(images)
-        mean, std = self.normalization
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        return ((pixels.repeat(1, mean.shape[1] // 3, 1, 1) - mean) / std).to(self.dtype)
+        return normalize_on_device(images, *self.normalization, self.dtype)
 
     def processed_pixel_values(self, images: np.ndarray) -> torch.Tensor:
         pil_images = [Image.fromarray(image) for image in images]
@@ -173,8 +170,7 @@ class VLAPolicy:
             return False
         mean = torch.tensor(means, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(stds, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.normalization = (mean, std)
-        same = torch.equal(self.pixel_values(image), self.processed_pixel_values(image))
+        same = torch.equal(normalize_on_device(image, mean, std, self.dtype), self.processed_pixel_values(image))
         return (mean, std) if same else False
 
     @torch.no_grad()
@@ -236,6 +232,12 @@ class VLAPolicy:
 
     def tokens_to_env_actions(self, tokens: np.ndarray) -> np.ndarray:
         return gripper_to_libero(unnormalize_actions(action_tokens_to_actions(tokens), self.action_stats))
+
+
+def normalize_on_device(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (B, H, W, 3) frames -> (B, 3 x towers, H, W) pixel values, scaled and normalized where mean and std are."""
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).to(mean.device).permute(0, 3, 1, 2).float().div_(255.0)
+    return ((pixels.repeat(1, mean.shape[1] // 3, 1, 1) - mean) / std).to(dtype)
 
 
 def sample_tokens(probs: torch.Tensor, generators: Optional[list]) -> torch.Tensor:
@@ -503,7 +505,7 @@ def load_vla(
 
     dtype "auto" is bf16 on CUDA (as OpenVLA runs) and fp32 on the CPU (where bf16 matmuls are slow). fast: the
     static-shape policy step (fast_step.py), replayed as CUDA graphs on CUDA; None: on CUDA only (the CPU has no
-    graphs, and there the eager step is as fast).
+    graphs, and there the eager step stays the reference the tests compare it with).
     """
     from transformers import AutoModelForVision2Seq, AutoProcessor
 

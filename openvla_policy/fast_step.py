@@ -61,7 +61,8 @@ class StaticShapes:
         device, dtype = step.device, step.dtype
         self.step, self.batch, self.num_patches = step, batch, num_patches
         self.prompt_length = num_patches + text_length
-        self.length = self.prompt_length + step.num_decode_steps  # cache slots: the prompt, then the decoded tokens
+        # Cache slots: the prompt, then the decoded tokens; a multiple of 16, as memory-efficient attention wants.
+        self.length = prompt_bucket(self.prompt_length + step.num_decode_steps)
         self.input_ids = torch.zeros(batch, text_length, dtype=torch.long, device=device)
         self.input_mask = torch.ones(batch, text_length, dtype=torch.long, device=device)  # no empty row to warm up
         self.input_pixels = torch.zeros(batch, *image_shape, dtype=dtype, device=device)
