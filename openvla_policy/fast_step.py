@@ -195,8 +195,24 @@ class FastActionStep:
         if key not in self.shapes:
             num_patches = self.num_patches(image_shape)
             shapes = StaticShapes(self, batch, text_length, num_patches, image_shape)
-            self.shapes[key] = CapturedShapes(shapes, self.pool) if self.use_graphs else shapes
+            self.shapes[key] = self.capture(shapes) if self.use_graphs else shapes
         return self.shapes[key]
+
+    def capture(self, shapes: StaticShapes):
+        """CapturedShapes, or where the capture fails (an operation CUDA graphs cannot hold, in some other library
+        version) the same functions without graphs, from here on, with one warning: slower, never wrong."""
+        try:
+            return CapturedShapes(shapes, self.pool)
+        except RuntimeError as error:
+            torch.cuda.synchronize(self.device)
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            print(
+                f"[openvla_policy] warning: the policy step could not be captured as a CUDA graph ({reason}); it runs "
+                "at static shapes without graphs from here on (--no-cuda-graphs runs the eager step)",
+                flush=True,
+            )
+            self.use_graphs = False
+            return shapes
 
     @torch.no_grad()
     def num_patches(self, image_shape: tuple) -> int:
