@@ -394,11 +394,12 @@ def fitting_update_batching(
 
 def policy_step_memory(policy, batch: int) -> int:
     """Bytes the fast policy step keeps on the GPU (its KV cache and CUDA graphs) once it has served `batch` envs,
-    which the update cannot use: measured by serving blank frames once (greedy: no random number is drawn)."""
+    which the update cannot use: measured by serving blank frames once (greedy: no random number is drawn), with an
+    instruction longer than LIBERO's (its buffers then fit every task's)."""
     if not (policy.fast and policy.device.type == "cuda"):
         return 0
     before = torch.cuda.memory_reserved(policy.device)
-    policy.act(np.zeros((batch, 224, 224, 3), np.uint8), "warm up", temperature=0.0)
+    policy.act(np.zeros((batch, 224, 224, 3), np.uint8), " ".join(["move"] * 40), temperature=0.0)
     return torch.cuda.memory_reserved(policy.device) - before
 
 
