@@ -413,13 +413,21 @@ def choose_update_batching(policy, args: Args, policy_step_bytes: int = 0) -> Ar
     sizes = dict(num_params=sum(p.numel() for p in frozen), param_bytes=frozen[0].element_size())
     sizes["lora_params"] = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
     free, _ = torch.cuda.mem_get_info(policy.device)
-    # What torch holds includes the weights, which the estimate counts, and the policy step's buffers, which it does not.
+    # torch's reserve holds the weights, which the estimate counts, and the policy step's buffers, which it omits
     available = free + torch.cuda.memory_reserved(policy.device) - policy_step_bytes
     choice = fitting_update_batching(sizes, available, args.micro_batch_size, args.gradient_checkpointing)
     if choice is None:
         checkpointing = args.gradient_checkpointing is not False
         problem = update_memory_problem(sizes, args.micro_batch_size or 1, checkpointing, available)
         raise UsageError(f"{problem} (on {torch.cuda.get_device_name(policy.device)})")
+    chosen = args.micro_batch_size is None or args.gradient_checkpointing is None
+    if chosen and (not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0):
+        print(
+            f"[tgrpo] update: micro-batch {choice[0]}, gradient checkpointing {'on' if choice[1] else 'off'} (the "
+            f"largest that fits {available / 1e9:.0f} GB of {torch.cuda.get_device_name(policy.device)}; "
+            "--micro-batch-size and --gradient-checkpointing choose)",
+            flush=True,
+        )
     return replace(args, micro_batch_size=choice[0], gradient_checkpointing=choice[1])
 
 
