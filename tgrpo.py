@@ -379,7 +379,7 @@ def update_memory_problem(sizes: dict, micro_batch_size: int, checkpointing: boo
 
 
 def fitting_update_batching(
-    sizes: dict, available: float, micro_batch_size=None, checkpointing=None
+    sizes: dict, available: float, micro_batch_size: Optional[int] = None, checkpointing: Optional[bool] = None
 ) -> Optional[tuple]:
     """(micro-batch, checkpointing): the largest micro-batch up to MAX_MICRO_BATCH (or the one given) whose update
     fits in `available` bytes, without gradient checkpointing where it fits so (or as given); None if none fits.
