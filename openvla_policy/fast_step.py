@@ -203,6 +203,8 @@ class FastActionStep:
         version) the same functions without graphs, from here on, with one warning: slower, never wrong."""
         try:
             return CapturedShapes(shapes, self.pool)
+        except torch.cuda.OutOfMemoryError:
+            raise  # not the capture's doing: the step would not fit without graphs either
         except RuntimeError as error:
             torch.cuda.synchronize(self.device)
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
