@@ -240,6 +240,45 @@ def measure_latency(policy, instruction: str, args: Args) -> dict:
     return results
 
 
+LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch")  # host calls that start GPU work
+
+
+def profile_step(policy, instruction: str, batch: int, seed: int) -> str:
+    """What bounds one policy step, with the step `policy.fast` says: kernel launches from the host, and the GPU's
+    busy time (kernels and copies) against the wall time, under torch.profiler. CUDA only."""
+    from torch.profiler import ProfilerActivity, profile
+
+    images = random_images(batch, seed)
+    policy.act(images, instruction)  # graphs captured, kernels chosen
+    synchronize(policy.device)
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+            tick = time.perf_counter()
+            policy.act(images, instruction)
+            synchronize(policy.device)
+            wall = time.perf_counter() - tick
+        events = profiler.key_averages()
+        launches = sum(event.count for event in events if event.key.startswith(LAUNCH_CALLS))
+        on_gpu = [event for event in events if str(event.device_type).endswith("CUDA")]
+        busy = sum(getattr(event, "self_device_time_total", 0) for event in on_gpu) / 1e6
+    except Exception as error:  # a profiler that fails must not cost the rest of the report
+        return f"profile failed ({type(error).__name__}: {str(error)[:120]})"
+    return f"{launches:,} launches, GPU busy {busy * 1e3:.0f} ms of {wall * 1e3:.0f} ms ({busy / wall:.0%}; profiled)"
+
+
+def profile_lines(policy, instruction: str, args: Args) -> list:
+    """The eager and the fast step profiled at the first batch size of 4 or more (training runs N = 4)."""
+    if policy.device.type != "cuda":
+        return []
+    batch = next((b for b in args.batch_sizes if b >= 4), args.batch_sizes[-1])
+    lines = [f"Profile of one step at batch {batch} with the adapter:"]
+    for step in ("eager", "fast"):
+        policy.fast = step == "fast"
+        lines.append(f"- {step}: {profile_step(policy, instruction, batch, args.seed)}")
+    policy.fast = True
+    return ["", *lines]
+
+
 def latency_table(base: dict, with_lora: dict) -> list:
     lines = [
         "| batch | base model ms: eager | fast | with the LoRA adapter (training) ms: eager | fast | fast ms per env "
@@ -396,7 +435,8 @@ def main(args: Args) -> str:
     set_gradient_checkpointing(policy, policy.device.type == "cuda")
     optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-5)
     lora_latency = measure_latency(policy, instruction, args)
-    report += section("Policy step (prefill + 6 cached decode steps)", latency_table(base_latency, lora_latency))
+    latency_lines = latency_table(base_latency, lora_latency) + profile_lines(policy, instruction, args)
+    report += section("Policy step (prefill + 6 cached decode steps)", latency_lines)
     lines, update_ms = update_table(policy, optimizer, instruction, args)
     report += section("Update (tgrpo.update_policy)", lines)
     iteration = None
