@@ -378,6 +378,15 @@ def update_memory_problem(sizes: dict, micro_batch_size: int, checkpointing: boo
     )
 
 
+def update_memory_sizes(model) -> dict:
+    """The model's sizes as estimate_update_memory takes them: frozen parameters, bytes each, LoRA parameters."""
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return dict(
+        num_params=sum(p.numel() for p in frozen), param_bytes=frozen[0].element_size(), lora_params=lora_params
+    )
+
+
 def fitting_update_batching(
     sizes: dict, available: float, micro_batch_size: Optional[int] = None, checkpointing: Optional[bool] = None
 ) -> Optional[tuple]:
@@ -399,7 +408,8 @@ def policy_step_memory(policy, batch: int) -> int:
     if not (policy.fast and policy.device.type == "cuda"):
         return 0
     before = torch.cuda.memory_reserved(policy.device)
-    policy.act(np.zeros((batch, 224, 224, 3), np.uint8), " ".join(["move"] * 40), temperature=0.0)
+    frames = np.zeros((batch, 224, 224, 3), np.uint8)  # as openvla_image.preprocess_image delivers them
+    policy.act(frames, " ".join(["move"] * 40), temperature=0.0)
     return torch.cuda.memory_reserved(policy.device) - before
 
 
@@ -409,9 +419,7 @@ def choose_update_batching(policy, args: Args, policy_step_bytes: int = 0) -> Ar
     flags that fit, when what was given cannot fit."""
     if policy.device.type != "cuda":
         return replace(args, micro_batch_size=args.micro_batch_size or CPU_MICRO_BATCH, gradient_checkpointing=False)
-    frozen = [p for p in policy.model.parameters() if not p.requires_grad]
-    sizes = dict(num_params=sum(p.numel() for p in frozen), param_bytes=frozen[0].element_size())
-    sizes["lora_params"] = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
+    sizes = update_memory_sizes(policy.model)
     free, _ = torch.cuda.mem_get_info(policy.device)
     # torch's reserve holds the weights, which the estimate counts, and the policy step's buffers, which it omits
     available = free + torch.cuda.memory_reserved(policy.device) - policy_step_bytes

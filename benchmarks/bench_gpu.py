@@ -207,13 +207,6 @@ def time_update(policy, optimizer, group, micro_batch_size: int, seed: int) -> t
     return seconds, allocated / 1e9, reserved / 1e9
 
 
-def model_sizes(policy) -> tuple:
-    """(frozen parameters, bytes per frozen parameter, trainable LoRA parameters) for the memory estimate."""
-    frozen = [p for p in policy.model.parameters() if not p.requires_grad]
-    lora = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
-    return sum(p.numel() for p in frozen), frozen[0].element_size(), lora
-
-
 def compare_steps(policy, instruction: str, batch: int, seed: int) -> tuple:
     """(share of greedy tokens equal, largest |difference| of the summed log-probs where all 7 are) of the fast step
     against the eager one on the same images. In bf16 on random weights, near-tied logits can flip an argmax."""
@@ -320,7 +313,8 @@ def peak_flops(device: torch.device) -> Optional[float]:
 
 
 def update_table(policy, optimizer, instruction: str, args: Args) -> list:
-    num_params, param_bytes, lora_params = model_sizes(policy)
+    sizes = tgrpo.update_memory_sizes(policy.model)
+    num_params, param_bytes, lora_params = sizes["num_params"], sizes["param_bytes"], sizes["lora_params"]
     group = synthetic_group(policy, instruction, args.update_samples, args.seed)
     flops, peak = update_flops_per_sample(policy, instruction), peak_flops(policy.device)
     lines = [
@@ -337,8 +331,9 @@ def update_table(policy, optimizer, instruction: str, args: Args) -> list:
     for checkpointing in checkpointing_settings:
         set_gradient_checkpointing(policy, checkpointing)
         for micro_batch_size in args.micro_batch_sizes:
-            sizes = (num_params, param_bytes, lora_params, micro_batch_size, checkpointing)
-            estimate = tgrpo.estimate_update_memory(*sizes)
+            estimate = tgrpo.estimate_update_memory(
+                **sizes, micro_batch_size=micro_batch_size, gradient_checkpointing=checkpointing
+            )
             row = f"| {'on' if checkpointing else 'off'} | {micro_batch_size} |"
             try:
                 seconds, allocated, reserved = time_update(policy, optimizer, group, micro_batch_size, args.seed)

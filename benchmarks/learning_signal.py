@@ -51,7 +51,11 @@ class Args:
 
 
 def training_args(
-    seed: int, num_iterations: int, output_dir: str = "runs", shaping: str = "dense", learning_rate: float = LEARNING_RATE
+    seed: int,
+    num_iterations: int,
+    output_dir: str = "runs",
+    shaping: str = "dense",
+    learning_rate: float = LEARNING_RATE,
 ) -> tgrpo.Args:
     """The run behind the table (and tests/test_learning.py): raise the end effector, libero_goal task 8."""
     return tgrpo.Args(
@@ -124,7 +128,9 @@ def summarize(returns: dict, block: int) -> str:
 def main(args: Args) -> None:
     print(f"lr {args.learning_rate}, torch CPU kernels: {torch.backends.cpu.get_cpu_capability()}\n")
     if args.summarize:
-        runs = {int(Path(run_dir).name.split("__")[2]): run_dir for run_dir in args.summarize}  # <suite>__<exp>__<seed>__<time>
+        runs = {
+            int(Path(run_dir).name.split("__")[2]): run_dir for run_dir in args.summarize
+        }  # <suite>__<exp>__<seed>__<time>
         print(summarize({seed: returns_of(run_dir) for seed, run_dir in runs.items()}, args.block))
         return
     runs = {}

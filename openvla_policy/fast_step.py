@@ -166,7 +166,8 @@ class FastActionStep:
         self.cache_keys: list = []
         self.cache_values: list = []
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        self.current: Optional[StaticShapes] = None
+        self.current = None  # the shapes act is using: StaticShapes or CapturedShapes
+        self.static: Optional[StaticShapes] = None  # their buffers
         self.batch = 0
 
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -238,12 +239,11 @@ class FastActionStep:
         static.input_pixels.copy_(pixels[fill])
         static.input_lengths.copy_(lengths[fill])
         static.decode_step.zero_()
-        self.current, self.batch = shapes, batch
+        self.current, self.static, self.batch = shapes, static, batch
         return shapes.prefill()[:batch]
 
     @torch.no_grad()
     def advance(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
-        static = self.current.shapes if isinstance(self.current, CapturedShapes) else self.current
-        static.token[: self.batch] = tokens
-        static.decode_step.fill_(k)
+        self.static.token[: self.batch] = tokens
+        self.static.decode_step.fill_(k)
         return self.current.decode()[: self.batch]

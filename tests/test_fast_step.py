@@ -53,6 +53,8 @@ def test_the_fast_step_serves_any_batch_size_in_any_order(tiny_policy, fast_poli
         frames = images(batch, seed)
         instructions = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(batch)]
         assert_same_actions(tiny_policy, fast_policy, frames, instructions, temperature=0.0)
+    # The cache grew for 9 rows (16), and the later, smaller batches were served from it.
+    assert {batch for batch, _ in fast_policy.fast_step.shapes} == {2, 4, 16}
 
 
 def test_the_fast_step_follows_a_lora_adapter_and_its_updates(tiny_policy, fast_policy):
