@@ -289,16 +289,19 @@ def latency_table(base: dict, with_lora: dict) -> list:
 
 def update_flops_per_sample(policy, instruction: str) -> float:
     """Model FLOPs of one update sample: 2 per weight per token forward and 2 backward (input gradients: the frozen
-    weights need no weight gradient, the LoRA ones are few), the vision side over the image patches and the language
-    model over the whole sequence; checkpointing's second forward pass is not counted (the usual MFU convention)."""
+    weights need no weight gradient, the LoRA ones are few), the vision side over the image patches, the language
+    model over the whole sequence and its output layer at the 7 positions that predict an action token (all that
+    log_prob computes); checkpointing's second forward pass is not counted (the usual MFU convention)."""
     vla = policy.model.get_base_model()
     frozen = lambda module: sum(p.numel() for p in module.parameters() if not p.requires_grad)  # noqa: E731
     inputs, lengths = policy.prepare(random_images(1, 0), instruction)
     with torch.no_grad():
         num_patches = vla.projector(vla.vision_backbone(inputs["pixel_values"])).shape[1]
     tokens = num_patches + int(lengths[0]) + openvla_policy.ACTION_DIM
-    language = frozen(vla.language_model) - vla.get_input_embeddings().weight.numel()  # a lookup, no matmul
-    return 4.0 * ((frozen(vla.vision_backbone) + frozen(vla.projector)) * num_patches + language * tokens)
+    head = vla.language_model.lm_head.weight.numel()
+    body = frozen(vla.language_model) - vla.get_input_embeddings().weight.numel() - head  # embeddings: a lookup
+    vision = (frozen(vla.vision_backbone) + frozen(vla.projector)) * num_patches
+    return 4.0 * (vision + body * tokens + head * openvla_policy.ACTION_DIM)
 
 
 # Dense bf16 tensor-core peaks, TFLOPS, by a part of the GPU's name (first match; the PCIe H100 is slower).

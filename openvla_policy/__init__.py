@@ -33,6 +33,7 @@ from PIL import Image
 from cli import UsageError, base_suite
 from openvla_image import preprocess_image  # noqa: F401  (the policy's view of a frame: the scripts give it to EnvPool)
 from openvla_policy.fast_step import FastActionStep
+from openvla_policy.prismatic import after_bos, base_vla, multimodal_embeddings
 
 ACTION_DIM = 7
 N_ACTION_BINS = 256
@@ -223,11 +224,15 @@ class VLAPolicy:
         inputs, _ = self.prepare(images, instruction)
         input_ids = torch.cat([inputs["input_ids"], tokens], dim=1)
         attention_mask = torch.nn.functional.pad(inputs["attention_mask"], (0, ACTION_DIM), value=1)
-        logits = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, pixel_values=inputs["pixel_values"]
-        ).logits
-        # The image patches make logits longer than input_ids, so index from the end.
-        logp = action_log_softmax(logits[:, -ACTION_DIM - 1 : -1, ACTION_ROWS], temperature)
+        # OpenVLA's forward, stopped before the output layer: its logits of every position (~300 x 32k floats a
+        # sample, cast to fp32, and as many gradients) would be thrown away but for the 7 that predict the tokens.
+        vla = base_vla(self.model)
+        embeds = multimodal_embeddings(vla, input_ids, inputs["pixel_values"])
+        num_patches = embeds.shape[1] - input_ids.shape[1]
+        mask = after_bos(attention_mask, attention_mask.new_ones(len(input_ids), num_patches))
+        hidden = vla.language_model.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)[0]
+        logits = vla.language_model.lm_head(hidden[:, -ACTION_DIM - 1 : -1])  # whole: LoRA may adapt it
+        logp = action_log_softmax(logits[..., ACTION_ROWS], temperature)
         return logp.gather(-1, (tokens - ACTION_TOKEN_BEGIN)[..., None])[..., 0].sum(-1)
 
     def tokens_to_env_actions(self, tokens: np.ndarray) -> np.ndarray:
@@ -269,7 +274,7 @@ class EagerActionStep:
         batch, context_len = out.logits.shape[:2]
         num_patches = context_len - inputs["input_ids"].shape[1]  # inserted after BOS
         mask = inputs["attention_mask"]
-        self.attention_mask = torch.cat([mask[:, :1], mask.new_ones(batch, num_patches), mask[:, 1:]], dim=1)
+        self.attention_mask = after_bos(mask, mask.new_ones(batch, num_patches))
         self.position = num_patches + lengths  # where each row's next token goes (right padding leaves a gap)
         self.past_key_values = out.past_key_values
         return out.logits[torch.arange(batch, device=lengths.device), self.position - 1, ACTION_ROWS]

@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 
+from openvla_policy.prismatic import after_bos, base_vla, multimodal_embeddings
+
 PROMPT_MULTIPLE = 16  # prompt tokens are padded to a multiple of this: a few lengths, a few graphs
 
 
@@ -88,11 +90,8 @@ class StaticShapes:
 
     def prefill(self) -> torch.Tensor:
         vla, batch, n = self.step.vla, self.batch, self.num_patches
-        patches = vla.projector(vla.vision_backbone(self.input_pixels))
-        embeds = vla.get_input_embeddings()(self.input_ids)
-        embeds = torch.cat([embeds[:, :1], patches.to(embeds.dtype), embeds[:, 1:]], dim=1)
-        ones = self.input_mask.new_ones(batch, n)
-        prompt_mask = torch.cat([self.input_mask[:, :1], ones, self.input_mask[:, 1:]], dim=1).bool()
+        embeds = multimodal_embeddings(vla, self.input_ids, self.input_pixels)
+        prompt_mask = after_bos(self.input_mask, self.input_mask.new_ones(batch, n)).bool()
         self.prompt_keys.zero_()
         self.prompt_keys[:, : self.prompt_length] = prompt_mask
         slots = self.slots[: self.prompt_length]
@@ -146,8 +145,7 @@ class FastActionStep:
     def __init__(self, model, num_decode_steps: int, action_rows: slice):
         # Graphs replay the modules as they were at capture: VLAPolicy builds a new step when its model changes.
         self.model = model
-        # The VLA itself: under a PEFT wrapper its base model, whose layers hold the LoRA layers.
-        self.vla = vla = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.vla = vla = base_vla(model)
         language_model = vla.language_model
         attention = language_model.config._attn_implementation
         if attention != "sdpa":

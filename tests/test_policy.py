@@ -153,6 +153,41 @@ def test_teacher_forced_log_prob_equals_the_sampling_log_prob(tiny_policy, tempe
     assert (log_probs < 0).all()
 
 
+def test_log_prob_equals_the_models_own_forward_with_a_lora_adapter(tiny_cache):
+    # log_prob stops the model's forward before the output layer and applies it at the 7 action positions only;
+    # the log-probs and the adapter's gradients must be those of the whole forward's logits.
+    from peft import LoraConfig, get_peft_model
+
+    policy = openvla_policy.load_vla("tiny", "libero_goal", device="cpu")
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights="gaussian")
+    policy.model = get_peft_model(policy.model, config)
+    adapter = [p for p in policy.model.parameters() if p.requires_grad]
+    for param in adapter:  # B starts at zero: give the adapter an effect to differentiate
+        param.data.normal_(0.0, 0.05)
+    images = observations(4, seed=3)
+    tokens = np.random.default_rng(3).integers(openvla_policy.ACTION_TOKEN_BEGIN, openvla_policy.VOCAB_SIZE, (4, 7))
+
+    def gradients(logp):
+        return torch.autograd.grad(logp.sum(), adapter)
+
+    scored = policy.log_prob(images, INSTRUCTION, tokens, temperature=1.3)
+    inputs, _ = policy.prepare(images, INSTRUCTION)
+    ids = torch.as_tensor(tokens)
+    logits = policy.model(
+        input_ids=torch.cat([inputs["input_ids"], ids], dim=1),
+        attention_mask=torch.nn.functional.pad(inputs["attention_mask"], (0, 7), value=1),
+        pixel_values=inputs["pixel_values"],
+    ).logits[:, -8:-1, openvla_policy.ACTION_ROWS]
+    reference = openvla_policy.action_log_softmax(logits, 1.3)
+    reference = reference.gather(-1, (ids - openvla_policy.ACTION_TOKEN_BEGIN)[..., None])[..., 0].sum(-1)
+    np.testing.assert_allclose(scored.detach().numpy(), reference.detach().numpy(), rtol=0, atol=1e-5)
+    mine = gradients(scored)
+    assert all(torch.isfinite(g).all() for g in mine) and any(g.abs().max() > 0 for g in mine)
+    for mine, theirs in zip(mine, gradients(reference)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
 def test_batched_greedy_decoding_equals_row_by_row(tiny_policy):
     images = observations(3, seed=2)
     batched_tokens, batched_logp, _ = tiny_policy.act(images, INSTRUCTION, temperature=0.0)
