@@ -30,6 +30,8 @@ from pathlib import Path
 import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import libero_envs  # noqa: E402
 
 # Pinned in requirements.txt or needed by LIBERO, and small as wheels; the versions are this environment's. Not here:
 # what such a machine's PyTorch image has (torch, accelerate, cloudpickle, filelock, PyYAML, scipy, typing_extensions).
@@ -79,12 +81,14 @@ class Args:
     """also download the EGL/OpenGL loader packages (apt, amd64) for a machine whose image lacks them"""
 
 
+def not_installed(name: str):
+    sys.exit(f"error: {name} is not installed here; install the pinned stack first: pip install -r requirements.txt")
+
+
 def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        sys.exit(
-            f"error: {name} is not installed here; install the pinned stack first: pip install -r requirements.txt"
-        )
+        not_installed(name)
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -100,9 +104,7 @@ def download_wheels(python_version: str, dest: Path) -> None:
         try:
             version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            sys.exit(
-                f"error: {name} is not installed here; install the pinned stack first: pip install -r requirements.txt"
-            )
+            not_installed(name)
         if download_wheel(f"{name}=={version}", python_version, dest):
             continue
         if name == "mujoco" and download_wheel(f"mujoco=={MUJOCO_FALLBACK}", python_version, dest):
@@ -114,9 +116,6 @@ def download_wheels(python_version: str, dest: Path) -> None:
 def scene_files(suite: str, task_id: int, roots: list) -> set:
     """The files under `roots` that building, resetting and rendering the task's scene reads: those Python opens
     (robosuite's and LIBERO's XML) and those the compiled MuJoCo model names (meshes, textures)."""
-    sys.path.insert(0, str(ROOT))
-    import libero_envs
-
     opened = set()
     sys.addaudithook(lambda event, args: opened.add(str(args[0])) if event == "open" and args else None)
     task = libero_envs.get_task(suite, task_id)
@@ -183,6 +182,12 @@ def install_command(out: str) -> str:
 def main(args: Args) -> None:
     if not re.fullmatch(r"3\.\d+", args.python_version):
         sys.exit(f"error: --python-version {args.python_version}: give major.minor, e.g. --python-version 3.12")
+    try:
+        num_tasks = libero_envs.get_suite(args.suite).n_tasks
+    except libero_envs.UsageError as error:
+        sys.exit(f"error: {error}")
+    if not 0 <= args.task_id < num_tasks:
+        sys.exit(f"error: --task-id {args.task_id}: {args.suite} has tasks 0..{num_tasks - 1}")
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     site = out / "site"
