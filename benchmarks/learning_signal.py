@@ -128,9 +128,8 @@ def summarize(returns: dict, block: int) -> str:
 def main(args: Args) -> None:
     print(f"lr {args.learning_rate}, torch CPU kernels: {torch.backends.cpu.get_cpu_capability()}\n")
     if args.summarize:
-        runs = {
-            int(Path(run_dir).name.split("__")[2]): run_dir for run_dir in args.summarize
-        }  # <suite>__<exp>__<seed>__<time>
+        # A run directory is named <suite>__<exp>__<seed>__<time>.
+        runs = {int(Path(run_dir).name.split("__")[2]): run_dir for run_dir in args.summarize}
         print(summarize({seed: returns_of(run_dir) for seed, run_dir in runs.items()}, args.block))
         return
     runs = {}

@@ -33,7 +33,7 @@ from PIL import Image
 from cli import UsageError, base_suite
 from openvla_image import preprocess_image  # noqa: F401  (the policy's view of a frame: the scripts give it to EnvPool)
 from openvla_policy.fast_step import FastActionStep
-from openvla_policy.prismatic import after_bos, base_vla, multimodal_embeddings
+from openvla_policy.prismatic import base_vla, multimodal_embeddings, multimodal_mask
 
 ACTION_DIM = 7
 N_ACTION_BINS = 256
@@ -229,7 +229,7 @@ class VLAPolicy:
         vla = base_vla(self.model)
         embeds = multimodal_embeddings(vla, input_ids, inputs["pixel_values"])
         num_patches = embeds.shape[1] - input_ids.shape[1]
-        mask = after_bos(attention_mask, attention_mask.new_ones(len(input_ids), num_patches))
+        mask = multimodal_mask(attention_mask, num_patches)
         hidden = vla.language_model.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)[0]
         logits = vla.language_model.lm_head(hidden[:, -ACTION_DIM - 1 : -1])  # whole: LoRA may adapt it
         logp = action_log_softmax(logits[..., ACTION_ROWS], temperature)
@@ -273,8 +273,7 @@ class EagerActionStep:
         out = self.model(**inputs, use_cache=True)
         batch, context_len = out.logits.shape[:2]
         num_patches = context_len - inputs["input_ids"].shape[1]  # inserted after BOS
-        mask = inputs["attention_mask"]
-        self.attention_mask = after_bos(mask, mask.new_ones(batch, num_patches))
+        self.attention_mask = multimodal_mask(inputs["attention_mask"], num_patches)
         self.position = num_patches + lengths  # where each row's next token goes (right padding leaves a gap)
         self.past_key_values = out.past_key_values
         return out.logits[torch.arange(batch, device=lengths.device), self.position - 1, ACTION_ROWS]

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from openvla_policy.prismatic import after_bos, base_vla, multimodal_embeddings
+from openvla_policy.prismatic import base_vla, multimodal_embeddings, multimodal_mask
 
 PROMPT_MULTIPLE = 16  # prompt tokens are padded to a multiple of this: a few lengths, a few graphs
 
@@ -91,7 +91,7 @@ class StaticShapes:
     def prefill(self) -> torch.Tensor:
         vla, batch, n = self.step.vla, self.batch, self.num_patches
         embeds = multimodal_embeddings(vla, self.input_ids, self.input_pixels)
-        prompt_mask = after_bos(self.input_mask, self.input_mask.new_ones(batch, n)).bool()
+        prompt_mask = multimodal_mask(self.input_mask, n).bool()
         self.prompt_keys.zero_()
         self.prompt_keys[:, : self.prompt_length] = prompt_mask
         slots = self.slots[: self.prompt_length]

@@ -18,6 +18,11 @@ def after_bos(sequence: torch.Tensor, inserted: torch.Tensor) -> torch.Tensor:
     return torch.cat([sequence[:, :1], inserted, sequence[:, 1:]], dim=1)
 
 
+def multimodal_mask(attention_mask: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """The prompt's attention mask with the image patches (always attended) after BOS."""
+    return after_bos(attention_mask, attention_mask.new_ones(len(attention_mask), num_patches))
+
+
 def multimodal_embeddings(vla, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
     """(B, patches + tokens, hidden): the prompt's embeddings with the image patches after BOS."""
     patches = vla.projector(vla.vision_backbone(pixel_values))
