@@ -31,6 +31,7 @@ import libero_envs  # noqa: E402
 import openvla_policy  # noqa: E402
 import rollout  # noqa: E402
 import tgrpo  # noqa: E402
+from openvla_policy import fast_step  # noqa: E402
 
 
 @dataclass
@@ -272,6 +273,21 @@ def profile_lines(policy, instruction: str, args: Args) -> list:
     return ["", *lines]
 
 
+def replay_lines(policy, model: str) -> list:
+    """How far each captured shape's first replay was from the same step without graphs (fast_step.py checks it on
+    real inputs, and keeps the graphs within REPLAY_TOLERANCE). CUDA only."""
+    step = policy.fast_step
+    if policy.device.type != "cuda" or step is None:
+        return []
+    if not step.replay_differences:
+        return [f"- {model}: no shape was captured (see the warning above)"]
+    return [
+        f"- {model}: {len(step.replay_differences)} captured shapes, first replays at most "
+        f"{max(step.replay_differences.values()):.1e} of the largest logit from the step without graphs "
+        f"(kept up to {fast_step.REPLAY_TOLERANCE:.0e})"
+    ]
+
+
 def latency_table(base: dict, with_lora: dict) -> list:
     lines = [
         "| batch | base model ms: eager | fast | with the LoRA adapter (training) ms: eager | fast | fast ms per env "
@@ -429,11 +445,16 @@ def main(args: Args) -> str:
     print("\n".join(report), flush=True)
 
     base_latency = measure_latency(policy, instruction, args)  # the plain model, as evaluate.py runs it
+    replays = replay_lines(policy, "base model")
     policy.model = tgrpo.add_lora(policy.model, args.lora_rank, None)  # as tgrpo.py trains it
     set_gradient_checkpointing(policy, policy.device.type == "cuda")
     optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-5)
     lora_latency = measure_latency(policy, instruction, args)
+    replays += replay_lines(policy, "with the adapter")
     latency_lines = latency_table(base_latency, lora_latency) + profile_lines(policy, instruction, args)
+    if replays:
+        latency_lines += ["", "CUDA graphs against the same step without graphs, on the first inputs of each shape:"]
+        latency_lines += replays
     report += section("Policy step (prefill + 6 cached decode steps)", latency_lines)
     lines, update_ms = update_table(policy, optimizer, instruction, args)
     report += section("Update (tgrpo.update_policy)", lines)

@@ -5,8 +5,9 @@ transformers' generation code: about 12k kernel launches a step (twice that with
 launched by Python, which bound it on a GPU. Here the prompt is padded to a multiple of PROMPT_MULTIPLE tokens and
 the batch to a power of two, keys and values go to preallocated buffers, and every decode step has the same
 shapes. On CUDA the prefill and the decode step of each (batch, prompt length) are captured once as CUDA graphs
-and then replayed: one launch each. On the CPU there are no graphs and the same functions run as they are, which
-is what the tests compare with the eager step.
+and then replayed: one launch each; the first replay of each is checked against the same functions run without
+graphs, on real inputs. On the CPU there are no graphs and the same functions run as they are, which is what the
+tests compare with the eager step.
 
 The modules are the model's own: the vision backbone, the projector, the embeddings and each LlamaDecoderLayer
 of transformers (with a LoRA adapter's layers when there is one), called in the same order with the same
@@ -21,6 +22,9 @@ import torch
 from openvla_policy.prismatic import base_vla, multimodal_embeddings, multimodal_mask
 
 PROMPT_MULTIPLE = 16  # prompt tokens are padded to a multiple of this: a few lengths, a few graphs
+# The most a captured shape's first replay may differ from the same functions run without graphs, relative to the
+# largest logit: the same kernels give 0; an output overwritten too early or a value frozen at capture gives 5-60%.
+REPLAY_TOLERANCE = 1e-2
 
 
 class StaticKVCache:
@@ -116,7 +120,7 @@ class CapturedShapes:
     """StaticShapes' two functions captured as CUDA graphs: `prefill()` and `decode()` replay them."""
 
     def __init__(self, shapes: StaticShapes, pool):
-        self.shapes = shapes
+        self.shapes, self.checked = shapes, False
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS workspaces, lazy initialisation
@@ -136,6 +140,26 @@ class CapturedShapes:
     def decode(self) -> torch.Tensor:
         self.decode_graph.replay()
         return self.decode_logits
+
+
+@torch.no_grad()
+def replay_difference(static: StaticShapes, replayed, num_decode_steps: int, first_action_token: int) -> float:
+    """Largest |difference| of the action logits of a prefill and every decode step between `replayed` (a
+    CapturedShapes) and `static`, its functions run as they are, on the inputs in the buffers and the greedy tokens,
+    relative to the largest |logit|. Draws no random number; leaves the buffers ready for a prefill."""
+    runs, tokens = [], []
+    for step in (static, replayed):
+        static.decode_step.zero_()
+        logits = [step.prefill().to(torch.float32, copy=True)]  # copies: a graph's next replay overwrites its output
+        for k in range(num_decode_steps):
+            if len(tokens) == k:
+                tokens.append(logits[-1].argmax(-1) + first_action_token)
+            static.token.copy_(tokens[k])
+            static.decode_step.fill_(k)
+            logits.append(step.decode().to(torch.float32, copy=True))
+        runs.append(torch.stack(logits))
+    static.decode_step.zero_()
+    return ((runs[1] - runs[0]).abs().max() / runs[0].abs().max().clamp_min(1e-6)).item()
 
 
 class FastActionStep:
@@ -165,6 +189,7 @@ class FastActionStep:
         self.cache_values: list = []
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.current = None  # the shapes act is using: StaticShapes or CapturedShapes
+        self.replay_differences: dict = {}  # (batch bucket, prompt tokens) -> replay_difference of its graphs
         self.static: Optional[StaticShapes] = None  # their buffers
         self.batch = 0
 
@@ -207,13 +232,33 @@ class FastActionStep:
         except RuntimeError as error:
             torch.cuda.synchronize(self.device)
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            print(
-                f"[openvla_policy] warning: the policy step could not be captured as a CUDA graph ({reason}); it runs "
-                "at static shapes without graphs from here on (--no-cuda-graphs runs the eager step)",
-                flush=True,
-            )
-            self.use_graphs = False
+            self.stop_graphs(f"the policy step could not be captured as a CUDA graph ({reason})")
             return shapes
+
+    def checked(self, key: tuple, captured: CapturedShapes):
+        """The captured shapes once their first replay, on real inputs, gave what their functions give without
+        graphs (replay_difference); else those functions, and no graphs from here on, with one warning."""
+        difference = replay_difference(captured.shapes, captured, self.num_decode_steps, self.action_rows.start)
+        torch.cuda.empty_cache()  # the run without graphs left activations outside the graphs' pool
+        captured.checked, self.replay_differences[key] = True, difference
+        if difference <= REPLAY_TOLERANCE:
+            return captured
+        self.stop_graphs(
+            f"the CUDA graphs of the policy step at batch {key[0]}, {key[1]} prompt tokens replay logits "
+            f"{difference:.1%} off the same step without graphs (at most {REPLAY_TOLERANCE:.0%} allowed)"
+        )
+        return self.shapes[key]
+
+    def stop_graphs(self, reason: str) -> None:
+        """Static shapes without graphs from here on: slower, never wrong."""
+        print(
+            f"[openvla_policy] warning: {reason}; it runs at static shapes without graphs from here on "
+            "(--no-cuda-graphs runs the eager step)",
+            flush=True,
+        )
+        self.use_graphs = False
+        uncaptured = lambda shapes: shapes.shapes if isinstance(shapes, CapturedShapes) else shapes  # noqa: E731
+        self.shapes = {key: uncaptured(shapes) for key, shapes in self.shapes.items()}
 
     @torch.no_grad()
     def num_patches(self, image_shape: tuple) -> int:
@@ -225,7 +270,8 @@ class FastActionStep:
         input_ids, mask, pixels = inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
         batch, text_length = input_ids.shape
         bucket = batch_bucket(batch)
-        shapes = self.shapes_for(bucket, prompt_bucket(text_length), tuple(pixels.shape[1:]))
+        key = (bucket, prompt_bucket(text_length))
+        shapes = self.shapes_for(*key, tuple(pixels.shape[1:]))
         static = shapes.shapes if isinstance(shapes, CapturedShapes) else shapes
         # Rows past the batch repeat its first one (real inputs: no NaNs); their outputs are dropped.
         fill = torch.zeros(bucket, dtype=torch.long, device=input_ids.device)
@@ -237,6 +283,8 @@ class FastActionStep:
         static.input_pixels.copy_(pixels[fill])
         static.input_lengths.copy_(lengths[fill])
         static.decode_step.zero_()
+        if isinstance(shapes, CapturedShapes) and not shapes.checked:
+            shapes = self.checked(key, shapes)
         self.current, self.static, self.batch = shapes, static, batch
         return shapes.prefill()[:batch]
 

@@ -11,6 +11,7 @@ import torch
 
 import openvla_policy
 import rollout
+from openvla_policy import fast_step
 import tgrpo
 
 INSTRUCTIONS = [
@@ -109,6 +110,76 @@ def test_the_fast_step_follows_a_lora_adapter_and_its_updates(tiny_policy, fast_
         for param, requires_grad in trainable.items():  # PEFT froze the base weights
             param.requires_grad_(requires_grad)
         tiny_policy.model, fast_policy.model = eager_model, fast_model
+
+
+class ReplayedInPlace:
+    """A faithful replay that, like a CUDA graph, writes each step's logits into the same output tensors."""
+
+    def __init__(self, static):
+        self.static = static
+
+    def prefill(self):
+        self.prefill_logits = self.static.prefill()
+        return self.prefill_logits
+
+    def decode(self):
+        logits = self.static.decode()
+        if not hasattr(self, "decode_logits"):
+            self.decode_logits = torch.empty_like(logits)
+        return self.decode_logits.copy_(logits)
+
+
+class OverwrittenOutput:
+    """A faulty replay: every decode step returns the prefill's output, as when a graph's output is read after the
+    next replay overwrote it."""
+
+    def __init__(self, static):
+        self.static = static
+
+    def prefill(self):
+        self.output = self.static.prefill()
+        return self.output
+
+    def decode(self):
+        self.static.decode()
+        return self.output
+
+
+class FrozenDecodeStep:
+    """A faulty replay: every token decodes as the first, as when a graph froze a host-side step number at capture."""
+
+    def __init__(self, static):
+        self.static = static
+
+    def prefill(self):
+        return self.static.prefill()
+
+    def decode(self):
+        step = self.static.decode_step.clone()
+        self.static.decode_step.zero_()
+        logits = self.static.decode()
+        self.static.decode_step.copy_(step)
+        return logits
+
+
+def test_a_graph_replay_that_departs_from_its_step_is_caught(fast_policy):
+    """On CUDA each captured shape's first replay, on real inputs, is compared with its functions run without graphs
+    (replay_difference), and beyond REPLAY_TOLERANCE the step drops its graphs. The comparison, on the CPU: 0 for the
+    functions against themselves and against a replay into fixed outputs, beyond the tolerance for two faults of
+    captured graphs. The buffers stay ready."""
+    fast_policy.act(images(3, seed=9), INSTRUCTIONS, temperature=0.0)
+    step = fast_policy.fast_step
+    static = step.static
+    with torch.no_grad():
+        first = static.prefill()
+    difference = lambda replayed: fast_step.replay_difference(  # noqa: E731
+        static, replayed, step.num_decode_steps, openvla_policy.ACTION_TOKEN_BEGIN
+    )
+    assert difference(static) == 0.0 and difference(ReplayedInPlace(static)) == 0.0
+    assert difference(OverwrittenOutput(static)) > 10 * fast_step.REPLAY_TOLERANCE
+    assert difference(FrozenDecodeStep(static)) > 2 * fast_step.REPLAY_TOLERANCE
+    with torch.no_grad():
+        assert static.decode_step.item() == 0 and torch.equal(static.prefill(), first)
 
 
 def test_frames_are_normalized_on_the_device_only_where_that_equals_the_processor(fast_policy):
