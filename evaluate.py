@@ -218,7 +218,7 @@ def load_lora(policy: openvla_policy.VLAPolicy, lora_dir: str) -> None:
     under the adapter's name: so every saved tensor must be found in the wrapped model.
     """
     from peft import PeftConfig, PeftModel
-    from peft.utils import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
 
     lora_dir = lora_adapter_dir(lora_dir)
     base_name = getattr(policy.model, "name_or_path", "?")
@@ -241,12 +241,8 @@ def load_lora(policy: openvla_policy.VLAPolicy, lora_dir: str) -> None:
         )
     if Path(str(adapter_base)).name != Path(str(base_name)).name:
         print(f"[evaluate] note: --lora {lora_dir} was made on {adapter_base}; evaluating it on {base_name}")
-    # peft 0.11 makes the LoRA weights in the base dtype and loads the saved fp32 ones into them, which in bf16
-    # rounds what training learned: widen them to fp32, as tgrpo.py trains them, and load them again.
-    for name, param in model.named_parameters():
-        if "lora_" in name:
-            param.data = param.data.float()
-    set_peft_model_state_dict(model, saved)
+    # peft 0.11 loaded the saved fp32 weights into LoRA weights of the base dtype: on a bf16 base their bf16 rounding,
+    # which is what tgrpo.py samples and trains with (it steps fp32 copies and rounds the model's weights from them).
     model.eval()
     policy.model = model  # LoRA layers are injected in place, so VLAPolicy's calls go through the adapter
 

@@ -48,6 +48,7 @@ from checkpoints import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    stepped_weights,
     stop_on_signals,
     warn_changed_rewards,
 )
@@ -80,7 +81,7 @@ class Args:
     device: Optional[str] = None
     """torch device (default: cuda if available, else cpu; any model runs on either, a 7B one slowly on cpu)"""
     dtype: openvla_policy.DtypeChoice = "auto"
-    """base weights of the VLA (the LoRA weights train in float32); auto: bfloat16 on cuda, float32 on cpu"""
+    """weights of the VLA and its LoRA layers (AdamW steps fp32 copies); auto: bfloat16 on cuda, float32 on cpu"""
     cuda_graphs: bool = True
     """on CUDA, replay the policy step as CUDA graphs of static shapes (--no-cuda-graphs: the eager step, as on cpu)"""
 
@@ -233,12 +234,35 @@ def add_lora(model, rank: int, alpha: Optional[int]):
     return get_peft_model(model, config)
 
 
-def trainable_in_float32(model) -> list:
-    # PEFT creates LoRA weights in the base dtype; lr-1e-5 steps vanish in bf16 rounding, so keep them fp32.
+def master_weights(model) -> list:
+    """What AdamW steps. In an fp32 model, the LoRA weights themselves. On a bf16 base, fp32 copies of them, and the
+    model's LoRA weights stay bf16, rounded from the copies after each step (`follow_master_weights`): lr-1e-5 steps
+    would vanish in bf16 rounding, while the forward and backward run in bf16, as OpenVLA trains its LoRA, without
+    an fp32 copy of every adapted layer's input (2/5 of the 7B update's activation memory)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    dtype = next(p.dtype for p in model.parameters() if not p.requires_grad)  # the frozen base's
+    if dtype == torch.float32:
+        return params
+    masters = [p.detach().to(torch.float32, copy=True) for p in params]
     for p in params:
-        p.data = p.data.float()
-    return params
+        p.data = p.data.to(dtype)
+    return masters
+
+
+def gradients_to_master_weights(params: list, masters: list) -> None:
+    """Add each LoRA weight's gradient into its master's, in fp32 (a no-op in an fp32 model, where they are one)."""
+    for param, master in zip(params, masters):
+        if param is not master and param.grad is not None:
+            master.grad = param.grad.float() if master.grad is None else master.grad.add_(param.grad)
+            param.grad = None
+
+
+@torch.no_grad()
+def follow_master_weights(params: list, masters: list) -> None:
+    """The model's LoRA weights rounded from the masters, in place (CUDA graphs read them where they are)."""
+    for param, master in zip(params, masters):
+        if param is not master:
+            param.copy_(master)
 
 
 def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Optional[str], policy_batch: int = 1):
@@ -259,13 +283,17 @@ def load_trainable_policy(args: Args, checkpoint: Optional[Path], device: Option
         except Exception as error:
             raise damaged_file_error(checkpoint / "adapter", error) from None
     policy.model.eval()
-    params = trainable_in_float32(policy.model)
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
-    if checkpoint is not None:  # peft loaded the saved fp32 LoRA weights into base-dtype ones: load them again in fp32
-        set_peft_model_state_dict(policy.model, load_peft_weights(str(checkpoint / "adapter")))
-    if torch.distributed.is_initialized():  # every rank starts from rank 0's adapter
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    if checkpoint is not None:  # peft rounded the saved fp32 LoRA weights to the base dtype: load them exactly
         for param in params:
-            torch.distributed.broadcast(param.data, src=0)
+            param.data = param.data.float()
+        set_peft_model_state_dict(policy.model, load_peft_weights(str(checkpoint / "adapter")))
+    masters = master_weights(policy.model)
+    optimizer = torch.optim.AdamW(masters, lr=args.learning_rate)
+    if torch.distributed.is_initialized():  # every rank starts from rank 0's adapter
+        for master in masters:
+            torch.distributed.broadcast(master, src=0)
+        follow_master_weights(params, masters)
     # An update that cannot fit stops the run here, not after an hour of rollouts.
     args = choose_update_batching(policy, args, policy_step_memory(policy, policy_batch))
     if args.gradient_checkpointing:
@@ -283,6 +311,7 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
     old_logp = [torch.zeros(len(group_steps)) for group_steps in steps]
     keys = ("loss", "policy_loss", "kl_to_base", "approx_kl", "clipfrac")
     params = [p for p in policy.model.parameters() if p.requires_grad]
+    masters = stepped_weights(optimizer)  # the params themselves in an fp32 model (master_weights)
     policy.model.train()
     for epoch in range(args.update_epochs):
         optimizer.zero_grad(set_to_none=True)
@@ -309,14 +338,16 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
                 else:
                     loss_total = pg_loss
                 loss_total.backward()
+                gradients_to_master_weights(params, masters)
                 with torch.no_grad():
                     log_ratio = torch.log(ratio)
                     sums["approx_kl"] += ((ratio - 1) - log_ratio).sum().item() / num_steps
                     sums["clipfrac"] += ((ratio - 1).abs() > args.clip_coef).float().sum().item() / num_steps
                 sums["loss"] += loss_total.item()
-        ranks.sum_gradients_over_ranks(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm).item()
+        ranks.sum_gradients_over_ranks(masters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(masters, args.max_grad_norm).item()
         optimizer.step()
+        follow_master_weights(params, masters)
         stats = dict(zip(keys, ranks.sum_over_ranks(list(sums.values()))), grad_norm=grad_norm)
     policy.model.eval()
     # Teacher-forced vs sampling log-probs: ~1e-6 in fp32; in bf16 it shows how far the two numerics drift.
@@ -331,12 +362,15 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
 # Update memory: estimated before the first collection, so that a run whose update cannot fit stops before
 # an hour of rollouts rather than at its first update.
 
-# Activation memory of one sample in the update, in bytes per frozen base parameter, with gradient checkpointing
-# on (True) or off; and the rest (allocator slack, cuBLAS workspaces). Fitted to the peak memory torch reserved
-# in benchmarks/bench_gpu.py on OpenVLA-7B's shapes (H100, ~290 tokens per sample, micro-batch 1-16: 0.94 and
-# 3.45 GB per sample, within 0.3 GB of every measured peak). The parameter count stands in for width x depth,
-# which holds within the OpenVLA-7B family, not for arbitrary architectures.
-UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.125, False: 0.46}
+# Activation memory of one sample in the update, in bytes per frozen base parameter in bf16, with gradient
+# checkpointing on (True) or off; and the rest (allocator slack, cuBLAS workspaces). With fp32 LoRA layers they were
+# fitted to the peaks torch reserved in benchmarks/bench_gpu.py on OpenVLA-7B's shapes (H100, ~290 tokens a sample,
+# micro-batch 1-16: 0.94 and 3.45 GB a sample, every peak within 0.3 GB). The bf16 LoRA layers of master_weights
+# save 0.6 and 2.0 GB a sample for backward where fp32 ones saved 0.93 and 3.23 (counted on the CPU: the bytes
+# autograd keeps, OpenVLA-7B's shapes with 2 and 4 Llama layers, extrapolated to 32), so these are the fit scaled by
+# that count and rounded up; `bench_gpu.py` prints them beside measured peaks. The parameter count stands in for
+# width x depth, which holds within the OpenVLA-7B family, not for arbitrary architectures.
+UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.08, False: 0.28}
 UPDATE_FIXED_BYTES = 0.5e9
 # The update's micro-batch by default: the largest that fits, up to MAX_MICRO_BATCH (in the H100 table of the
 # README, 8 samples took 106 ms each, 16 took 65 with checkpointing, 51 without); on cpu, CPU_MICRO_BATCH.
@@ -347,10 +381,13 @@ CPU_MICRO_BATCH = 8
 def estimate_update_memory(
     num_params: int, param_bytes: int, lora_params: int, micro_batch_size: int, gradient_checkpointing: bool
 ) -> float:
-    """Peak GPU memory (bytes) of tgrpo.py's `update_policy`: the frozen base weights, the fp32 LoRA weights with their
-    gradients and two AdamW moments (16 bytes per LoRA parameter), and one micro-batch's activations."""
+    """Peak GPU memory (bytes) of tgrpo.py's `update_policy`: the frozen base weights; per LoRA parameter its fp32
+    master weight, gradient and two AdamW moments (16 bytes) and, on a bf16 base, its bf16 weight and gradient (4
+    more); and one micro-batch's activations."""
     activations = micro_batch_size * UPDATE_ACTIVATION_BYTES_PER_PARAM[gradient_checkpointing] * num_params
-    return num_params * param_bytes + 16 * lora_params + activations + UPDATE_FIXED_BYTES
+    activations *= param_bytes / 2  # the constants are bf16's
+    lora_bytes = 16 if param_bytes == 4 else 16 + 2 * param_bytes
+    return num_params * param_bytes + lora_bytes * lora_params + activations + UPDATE_FIXED_BYTES
 
 
 def update_memory_problem(sizes: dict, micro_batch_size: int, checkpointing: bool, available: float) -> Optional[str]:
@@ -643,7 +680,7 @@ def save_run(run_dir: Path, policy, optimizer, args: Args, last_update: dict, re
     """Rank 0 writes the checkpoint of the last applied optimizer step (checkpoints/); returns its path (None on the
     other ranks). `compare_ranks`: first stop if the ranks' adapters differ."""
     if compare_ranks:
-        ranks.check_ranks_agree([p for p in policy.model.parameters() if p.requires_grad])
+        ranks.check_ranks_agree(stepped_weights(optimizer))
     rank, world_size = ranks.rank_and_world_size()
     if rank > 0:
         return None

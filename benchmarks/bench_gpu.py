@@ -9,8 +9,9 @@ Time and memory depend on the shapes, not the weights, so without --model the be
 OpenVLA-7B's exact shapes with random weights into --shaped-dir (15 GB, once; `python -m tiny_vla`) and loads
 it through openvla_policy.load_vla like any checkpoint. It prints one markdown report: the machine; the policy step
 (prefill + 6 cached decode steps) per batch size, eager beside fast (CUDA graphs), with how far their greedy tokens
-and log-probs agree; the update per micro-batch size with and without gradient checkpointing (fp32 LoRA on the
-bf16 base: ms per sample, MFU, peak memory next to tgrpo.estimate_update_memory); one TGRPO iteration on LIBERO
+and log-probs agree; the update per micro-batch size with and without gradient checkpointing (bf16 LoRA
+stepped through fp32 master weights, as tgrpo.py trains: ms per sample, MFU, peak memory next to
+tgrpo.estimate_update_memory); one TGRPO iteration on LIBERO
 (N envs, --max-steps steps each, the update batched as tgrpo.py chooses) split into its parts; and the goals.
 """
 
@@ -336,9 +337,10 @@ def update_table(policy, optimizer, instruction: str, args: Args) -> list:
     num_params, param_bytes, lora_params = sizes["num_params"], sizes["param_bytes"], sizes["lora_params"]
     group = synthetic_group(policy, instruction, args.update_samples, args.seed)
     flops, peak = update_flops_per_sample(policy, instruction), peak_flops(policy.device)
+    masters = " stepped through fp32 masters" if param_bytes != 4 else ""
     lines = [
-        f"{args.update_samples} samples per update; LoRA rank {args.lora_rank}: {lora_params / 1e6:.1f}M fp32 "
-        f"parameters on {num_params / 1e9:.2f}B frozen {param_bytes * 8}-bit ones; {flops / 1e12:.1f} model TFLOP "
+        f"{args.update_samples} samples per update; LoRA rank {args.lora_rank}: {lora_params / 1e6:.1f}M "
+        f"{param_bytes * 8}-bit parameters{masters} on {num_params / 1e9:.2f}B frozen ones; {flops / 1e12:.1f} TFLOP "
         f"per sample; MFU against {f'{peak / 1e12:.0f} TFLOPS (dense bf16)' if peak else 'no known peak'}",
         "",
         "| gradient checkpointing | micro-batch | update s | ms per sample | MFU | peak GB (allocated) "
@@ -448,7 +450,7 @@ def main(args: Args) -> str:
     replays = replay_lines(policy, "base model")
     policy.model = tgrpo.add_lora(policy.model, args.lora_rank, None)  # as tgrpo.py trains it
     set_gradient_checkpointing(policy, policy.device.type == "cuda")
-    optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-5)
+    optimizer = torch.optim.AdamW(tgrpo.master_weights(policy.model), lr=1e-5)
     lora_latency = measure_latency(policy, instruction, args)
     replays += replay_lines(policy, "with the adapter")
     latency_lines = latency_table(base_latency, lora_latency) + profile_lines(policy, instruction, args)

@@ -62,7 +62,7 @@ class PeakRSS:
 
 def measure_update(policy, group, mask, micro_batch_size: int, device) -> tuple:
     """(seconds, peak extra bytes) of one update of the group at this micro-batch size."""
-    optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-5)
+    optimizer = torch.optim.AdamW(tgrpo.master_weights(policy.model), lr=1e-5)
     args = tgrpo.Args(micro_batch_size=micro_batch_size)
     rewards = torch.as_tensor(group.rewards)
     advantages = tgrpo.compute_advantages(rewards, mask, args.alpha_step, args.alpha_traj)[0]

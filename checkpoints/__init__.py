@@ -59,11 +59,27 @@ def file_records(directory: Path) -> dict:
     return {p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}
 
 
+def stepped_weights(optimizer) -> list:
+    """The tensors the optimizer steps: tgrpo.py's fp32 master copies of the model's LoRA weights, in its order."""
+    return [param for group in optimizer.param_groups for param in group["params"]]
+
+
+def trained_lora(model, optimizer) -> dict:
+    """The LoRA weights by the model's names, as the optimizer steps them: in fp32, where the model's own are their
+    bf16 rounding."""
+    names = [name for name, param in model.named_parameters() if param.requires_grad]
+    weights = stepped_weights(optimizer)
+    assert len(names) == len(weights), "the optimizer must step the model's trainable weights, in order"
+    return dict(zip(names, weights))
+
+
 def write_checkpoint_files(directory: Path, model, optimizer, trainer_state: dict, rng: dict) -> None:
     directory.mkdir(parents=True)
     # LoRA weights only: PEFT would add the full embeddings and lm_head (0.5 GB for 7B) because all-linear
     # adapts lm_head, but the base copies never change.
-    model.save_pretrained(str(directory / "adapter"), save_embedding_layers=False)
+    model.save_pretrained(
+        str(directory / "adapter"), save_embedding_layers=False, state_dict=trained_lora(model, optimizer)
+    )
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(rng, directory / "rng.pt")
     files = file_records(directory)

@@ -1,5 +1,6 @@
-"""The bf16 path on the CPU with the tiny VLA: sampling, teacher-forced scoring, one update of fp32 LoRA weights on
-a bf16 base, and a checkpoint's reload. OpenVLA runs in bf16 on a GPU; these run the same code in bf16 here."""
+"""The bf16 path on the CPU with the tiny VLA: sampling, teacher-forced scoring, one update of bf16 LoRA weights
+stepped through fp32 master copies, and a checkpoint's reload. OpenVLA runs in bf16 on a GPU; these run the same
+code in bf16 here."""
 
 import shutil
 
@@ -7,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from peft import PeftModel
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import evaluate
@@ -79,14 +79,19 @@ def test_bf16_sampling_and_teacher_forced_log_probs_agree(bf16_policy, sharp_dir
     assert np.abs(fp32_scored - scored).max() > 1e-2  # bf16 rounds visibly here: the sharpening took
 
 
-def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, tmp_path):
+def lora_weights(model) -> dict:
+    return {name: param for name, param in model.named_parameters() if "lora_" in name}
+
+
+def test_bf16_lora_stepped_through_fp32_masters_then_checkpoint_and_reload(sharp_dir, tmp_path):
     torch.manual_seed(0)
     policy = openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
     policy.model = tgrpo.add_lora(policy.model, rank=8, alpha=16)
-    optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(policy.model), lr=1e-3)
-    dtypes = [(name, p.dtype) for name, p in policy.model.named_parameters()]
-    assert {dtype for name, dtype in dtypes if "lora_" in name} == {torch.float32}
-    assert {dtype for name, dtype in dtypes if "lora_" not in name} == {torch.bfloat16}
+    masters = tgrpo.master_weights(policy.model)
+    optimizer = torch.optim.AdamW(masters, lr=1e-3)
+    assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}  # the forward and backward run in bf16
+    assert {m.dtype for m in masters} == {torch.float32} and len(masters) == len(lora_weights(policy.model))
+    start = [m.clone() for m in masters]
 
     # A group of 2 trajectories x 2 steps sampled by the policy itself; the first gets a positive advantage.
     images = observations(4, seed=1)
@@ -116,32 +121,34 @@ def test_fp32_lora_update_on_a_bf16_base_then_checkpoint_and_reload(sharp_dir, t
         after = policy.log_prob(images, INSTRUCTION, tokens).float().numpy()
     assert np.all(after[:2] > log_probs[:2]), "positive advantage: the log-prob must rise"
     assert np.all(after[2:] < log_probs[2:]), "negative advantage: the log-prob must fall"
-    assert {p.dtype for name, p in policy.model.named_parameters() if "lora_" in name} == {torch.float32}
+    # AdamW stepped the fp32 masters; the model's bf16 weights are their rounding, exactly.
+    assert all(not torch.equal(m, m0) for m, m0 in zip(masters, start))
+    assert all(torch.equal(p, m.to(torch.bfloat16)) for p, m in zip(lora_weights(policy.model).values(), masters))
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     checkpoint = tgrpo.save_checkpoint(run_dir, policy.model, optimizer, {"iteration": 1}, tgrpo.rng_state())
-    with safe_open(str(checkpoint / "adapter" / "adapter_model.safetensors"), "pt") as saved:
-        assert {saved.get_tensor(key).dtype for key in saved.keys()} == {torch.float32}
+    saved = load_file(checkpoint / "adapter" / "adapter_model.safetensors")
+    assert {v.dtype for v in saved.values()} == {torch.float32}  # the masters, not their rounding
+    names = [name.replace(".default", "") for name in lora_weights(policy.model)]
+    assert sorted(saved) == sorted(names) and all(torch.equal(saved[n], m) for n, m in zip(names, masters))
 
     def reloaded_log_probs(reloaded):
         with torch.no_grad():
             return reloaded.log_prob(images, INSTRUCTION, tokens).float().numpy()
 
-    # Plain peft 0.11 loads the adapter into LoRA weights of the base dtype: the saved values rounded to bf16, and
-    # run in bf16, so the policy is not the trained one (0.06-0.4 nats off here, depending on the CPU's kernels).
+    # Plain peft 0.11, evaluate.py and tgrpo.py --resume all round the saved fp32 weights to bf16: the policy that
+    # training ended with, to the bit; --resume also steps on from the exact masters.
     plain = openvla_policy.load_vla(sharp_dir, "libero_goal", device="cpu", dtype="bfloat16")
     plain.model = PeftModel.from_pretrained(plain.model, str(checkpoint / "adapter"))
-    saved = {k: v for k, v in load_file(checkpoint / "adapter" / "adapter_model.safetensors").items() if "lora_" in k}
-    loaded = {n.replace(".default", ""): p for n, p in plain.model.named_parameters() if "lora_" in n}
-    assert loaded.keys() == saved.keys()
-    assert all(torch.equal(loaded[k], saved[k].to(torch.bfloat16)) for k in saved)
-    assert np.abs(reloaded_log_probs(plain) - after).max() > 1e-3
-    # tgrpo.py --resume and evaluate.py widen them to fp32 before loading: the log-probs training ended with.
-    resumed, _, _ = tgrpo.load_trainable_policy(tgrpo.Args(model=sharp_dir, dtype="bfloat16"), checkpoint, "cpu")
+    resumed, resumed_optimizer, _ = tgrpo.load_trainable_policy(
+        tgrpo.Args(model=sharp_dir, dtype="bfloat16"), checkpoint, "cpu"
+    )
     evaluated = evaluate.load_policy(
         sharp_dir, "libero_goal", str(checkpoint / "adapter"), device="cpu", dtype="bfloat16"
     )
-    for reloaded in (resumed, evaluated):
-        assert {p.dtype for name, p in reloaded.model.named_parameters() if "lora_" in name} == {torch.float32}
+    for reloaded in (plain, resumed, evaluated):
+        assert {p.dtype for p in lora_weights(reloaded.model).values()} == {torch.bfloat16}
         np.testing.assert_array_equal(reloaded_log_probs(reloaded), after)
+    resumed_masters = resumed_optimizer.param_groups[0]["params"]
+    assert all(torch.equal(r, m) for r, m in zip(resumed_masters, masters)) and len(resumed_masters) == len(masters)

@@ -93,7 +93,7 @@ def test_the_fast_step_follows_a_lora_adapter_and_its_updates(tiny_policy, fast_
             failed=np.zeros(4, bool),
         )
         args = tgrpo.Args(micro_batch_size=2, learning_rate=0.05)
-        optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(fast_policy.model), lr=args.learning_rate)
+        optimizer = torch.optim.AdamW(tgrpo.master_weights(fast_policy.model), lr=args.learning_rate)
         advantages = torch.tensor([[1.0], [-1.0], [0.5], [-0.5]])
         stats = tgrpo.update_policy(
             fast_policy, [group], [advantages], [torch.ones(4, 1, dtype=torch.bool)], optimizer, args, num_steps=4

@@ -165,7 +165,7 @@ def test_one_update_moves_log_probs_with_the_sign_of_the_advantage(lora_policy):
     group = fixed_group()
     group.log_probs = group_log_probs(lora_policy, group).numpy()
     advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
-    optimizer = torch.optim.AdamW(tgrpo.trainable_in_float32(lora_policy.model), lr=1e-3)
+    optimizer = torch.optim.AdamW(tgrpo.master_weights(lora_policy.model), lr=1e-3)
     base = {n: p.detach().clone() for n, p in lora_policy.model.named_parameters() if not p.requires_grad}
     args = tgrpo.Args(micro_batch_size=4)  # 6 samples: two micro-batches, gradients accumulated
     stats = tgrpo.update_policy(
@@ -202,7 +202,7 @@ class AdamWThatRecords(torch.optim.AdamW):
 def test_kl_penalty_and_ppo_epochs_by_hand(lora_policy):
     group = fixed_group()
     group.log_probs = group_log_probs(lora_policy, group).numpy()
-    params = tgrpo.trainable_in_float32(lora_policy.model)
+    params = tgrpo.master_weights(lora_policy.model)
     optimizer = AdamWThatRecords(params, lr=1e-2, record=lambda: group_log_probs(lora_policy, group))
     args = tgrpo.Args(update_epochs=3, kl_coef=0.1, clip_coef=0.2, micro_batch_size=8)
     advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
