@@ -370,7 +370,7 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
 # autograd keeps, OpenVLA-7B's shapes with 2 and 4 Llama layers, extrapolated to 32), so these are the fit scaled by
 # that count and rounded up; `bench_gpu.py` prints them beside measured peaks. The parameter count stands in for
 # width x depth, which holds within the OpenVLA-7B family, not for arbitrary architectures.
-UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.08, False: 0.28}
+UPDATE_ACTIVATION_BYTES_PER_PARAM = {True: 0.08, False: 0.29}
 UPDATE_FIXED_BYTES = 0.5e9
 # The update's micro-batch by default: the largest that fits, up to MAX_MICRO_BATCH (in the H100 table of the
 # README, 8 samples took 106 ms each, 16 took 65 with checkpointing, 51 without); on cpu, CPU_MICRO_BATCH.
