@@ -308,7 +308,7 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
     the valid steps of the whole iteration on all ranks: once the ranks' gradients are summed, the loss is the
     mean over every valid step of the iteration, and every rank takes the same optimizer step."""
     steps = [torch.nonzero(mask).tolist() for mask in masks]
-    old_logp = [torch.zeros(len(group_steps)) for group_steps in steps]
+    old_logp = [torch.zeros(len(group_steps), device=policy.device) for group_steps in steps]
     keys = ("loss", "policy_loss", "kl_to_base", "approx_kl", "clipfrac")
     params = [p for p in policy.model.parameters() if p.requires_grad]
     masters = stepped_weights(optimizer)  # the params themselves in an fp32 model (master_weights)
@@ -324,35 +324,35 @@ def update_policy(policy, groups: list, advantages: list, masks: list, optimizer
                 images, tokens = group.images[rows, cols], group.tokens[rows, cols]
                 logp = policy.log_prob(images, group.instruction, tokens, args.temperature)
                 if epoch == 0:  # the policy has not moved yet: these are the old log-probs, ratio exactly 1
-                    group_old_logp[batch] = logp.detach().float().cpu()
+                    group_old_logp[batch] = logp.detach().float()
                 adv = group_advantages[rows, cols].to(logp.device)
-                loss, ratio = policy_loss(logp, group_old_logp[batch].to(logp.device), adv, args.clip_coef)
+                loss, ratio = policy_loss(logp, group_old_logp[batch], adv, args.clip_coef)
                 pg_loss = loss.sum() / num_steps
-                sums["policy_loss"] += pg_loss.item()
+                sums["policy_loss"] += pg_loss.detach().double()  # on the device: no sync per micro-batch
                 if args.kl_coef > 0:
                     with torch.no_grad(), policy.model.disable_adapter():
                         base_logp = policy.log_prob(images, group.instruction, tokens, args.temperature)
                     kl = kl_to_base(logp, base_logp).sum() / num_steps
                     loss_total = pg_loss + args.kl_coef * kl
-                    sums["kl_to_base"] += kl.item()
+                    sums["kl_to_base"] += kl.detach().double()
                 else:
                     loss_total = pg_loss
                 loss_total.backward()
                 gradients_to_master_weights(params, masters)
                 with torch.no_grad():
                     log_ratio = torch.log(ratio)
-                    sums["approx_kl"] += ((ratio - 1) - log_ratio).sum().item() / num_steps
-                    sums["clipfrac"] += ((ratio - 1).abs() > args.clip_coef).float().sum().item() / num_steps
-                sums["loss"] += loss_total.item()
+                    sums["approx_kl"] += ((ratio - 1) - log_ratio).double().sum() / num_steps
+                    sums["clipfrac"] += ((ratio - 1).abs() > args.clip_coef).double().sum() / num_steps
+                sums["loss"] += loss_total.detach().double()
         ranks.sum_gradients_over_ranks(masters)
         grad_norm = torch.nn.utils.clip_grad_norm_(masters, args.max_grad_norm).item()
         optimizer.step()
         follow_master_weights(params, masters)
-        stats = dict(zip(keys, ranks.sum_over_ranks(list(sums.values()))), grad_norm=grad_norm)
+        stats = dict(zip(keys, ranks.sum_over_ranks([float(v) for v in sums.values()])), grad_norm=grad_norm)
     policy.model.eval()
     # Teacher-forced vs sampling log-probs: ~1e-6 in fp32; in bf16 it shows how far the two numerics drift.
     sampled = [group.log_probs[mask.numpy()] for group, mask in zip(groups, masks)]
-    mismatch = sum(float(np.abs(old.numpy() - logp).sum()) for old, logp in zip(old_logp, sampled))
+    mismatch = sum(float(np.abs(old.cpu().numpy() - logp).sum()) for old, logp in zip(old_logp, sampled))
     mismatch, count = ranks.sum_over_ranks([mismatch, sum(len(logp) for logp in sampled)])
     stats["logprob_mismatch"] = mismatch / max(count, 1)
     return stats

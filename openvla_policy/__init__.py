@@ -218,9 +218,10 @@ class VLAPolicy:
                 f"log_prob scores B images of one instruction (a str), not a {type(instruction).__name__}: "
                 "call it once per instruction"
             )
-        tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device)
+        tokens = np.asarray(tokens)  # checked here, not on the device: no sync per call
         if tokens.min() < ACTION_TOKEN_BEGIN or tokens.max() >= VOCAB_SIZE:
             raise ValueError(f"action tokens must lie in [{ACTION_TOKEN_BEGIN}, {VOCAB_SIZE}); got {tokens.tolist()}")
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
         inputs, _ = self.prepare(images, instruction)
         input_ids = torch.cat([inputs["input_ids"], tokens], dim=1)
         attention_mask = torch.nn.functional.pad(inputs["attention_mask"], (0, ACTION_DIM), value=1)
