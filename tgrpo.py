@@ -415,6 +415,19 @@ def update_memory_problem(sizes: dict, micro_batch_size: int, checkpointing: boo
     )
 
 
+def update_out_of_memory(args: Args, run_dir: Path, error: Exception) -> str:
+    """One line for an update that ran out of GPU memory: how it was batched, and the smaller batching to resume
+    with (checkpointing first: it saves the most)."""
+    reason = (str(error).strip().splitlines() or ["out of memory"])[0][:200]
+    ran = f"--micro-batch-size {args.micro_batch_size} --gradient-checkpointing {args.gradient_checkpointing}"
+    if args.micro_batch_size == 1 and args.gradient_checkpointing:
+        advice = f"nothing smaller exists: free the GPU of other processes, then continue with --resume {run_dir}"
+    else:
+        smaller = args.micro_batch_size // 2 if args.gradient_checkpointing else args.micro_batch_size
+        advice = f"continue with --resume {run_dir} --micro-batch-size {smaller} --gradient-checkpointing True"
+    return f"the update ran out of GPU memory with {ran} ({reason}); the completed iterations are saved; {advice}"
+
+
 def update_memory_sizes(model) -> dict:
     """The model's sizes as estimate_update_memory takes them: frozen parameters, bytes each, LoRA parameters."""
     frozen = [p for p in model.parameters() if not p.requires_grad]
@@ -583,7 +596,10 @@ def main(args: Args, given_flags: set = frozenset()) -> dict:
                 raise KeyboardInterrupt
 
             update_tick = time.perf_counter()
-            stats = update_policy(policy, groups, advantages, masks, optimizer, args, max(int(valid_steps), 1))
+            try:
+                stats = update_policy(policy, groups, advantages, masks, optimizer, args, max(int(valid_steps), 1))
+            except torch.OutOfMemoryError as error:  # the estimate missed, or another process holds the GPU
+                raise UsageError(update_out_of_memory(args, run_dir, error)) from None
             global_step = last_update["global_step"] + int(env_steps)  # env steps so far: the x-axis of every chart
             last_update = {"rng": rng_state(), "iteration": iteration + 1, "global_step": global_step}
             timing = {**groups[0].timing, "update": time.perf_counter() - update_tick}

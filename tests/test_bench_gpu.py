@@ -122,6 +122,24 @@ def test_the_update_takes_the_largest_micro_batch_that_fits():
     assert tgrpo.fitting_update_batching(sizes, 17e9) is None
 
 
+def test_an_update_out_of_gpu_memory_names_the_smaller_batching_to_resume_with():
+    """A GPU that runs out of memory in the update (the estimate missed, or another process took memory) stops the run
+    with one line; the completed iterations are saved by the exit path, and the line says how to go on."""
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79 GiB")
+    run_dir = Path("runs/libero_goal__x__1__1")
+
+    def advice(micro_batch_size, checkpointing):
+        args = tgrpo.Args(micro_batch_size=micro_batch_size, gradient_checkpointing=checkpointing)
+        return tgrpo.update_out_of_memory(args, run_dir, oom)
+
+    line = advice(30, False)
+    assert line.startswith("the update ran out of GPU memory with --micro-batch-size 30 --gradient-checkpointing False")
+    assert "(CUDA out of memory. Tried to allocate 2.00 GiB." in line and "\n" not in line
+    assert line.endswith(f"--resume {run_dir} --micro-batch-size 30 --gradient-checkpointing True")  # checkpoint first
+    assert advice(32, True).endswith(f"--resume {run_dir} --micro-batch-size 16 --gradient-checkpointing True")
+    assert "nothing smaller exists" in advice(1, True)
+
+
 def test_bench_gpu_refuses_what_this_machine_cannot_run(capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="needs a CUDA GPU"):
