@@ -142,6 +142,11 @@ class CapturedShapes:
         return self.decode_logits
 
 
+def uncaptured(shapes) -> StaticShapes:
+    """The static-shape functions and buffers, of StaticShapes or of CapturedShapes."""
+    return shapes.shapes if isinstance(shapes, CapturedShapes) else shapes
+
+
 @torch.no_grad()
 def replay_difference(static: StaticShapes, replayed, num_decode_steps: int, first_action_token: int) -> float:
     """Largest |difference| of the action logits of a prefill and every decode step between `replayed` (a
@@ -257,7 +262,6 @@ class FastActionStep:
             flush=True,
         )
         self.use_graphs = False
-        uncaptured = lambda shapes: shapes.shapes if isinstance(shapes, CapturedShapes) else shapes  # noqa: E731
         self.shapes = {key: uncaptured(shapes) for key, shapes in self.shapes.items()}
 
     @torch.no_grad()
@@ -272,7 +276,7 @@ class FastActionStep:
         bucket = batch_bucket(batch)
         key = (bucket, prompt_bucket(text_length))
         shapes = self.shapes_for(*key, tuple(pixels.shape[1:]))
-        static = shapes.shapes if isinstance(shapes, CapturedShapes) else shapes
+        static = uncaptured(shapes)
         # Rows past the batch repeat its first one (real inputs: no NaNs); their outputs are dropped.
         fill = torch.zeros(bucket, dtype=torch.long, device=input_ids.device)
         fill[:batch] = torch.arange(batch, device=input_ids.device)

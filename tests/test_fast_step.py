@@ -112,52 +112,39 @@ def test_the_fast_step_follows_a_lora_adapter_and_its_updates(tiny_policy, fast_
         tiny_policy.model, fast_policy.model = eager_model, fast_model
 
 
-class ReplayedInPlace:
-    """A faithful replay that, like a CUDA graph, writes each step's logits into the same output tensors."""
+class Replay:
+    """A faithful stand-in for CapturedShapes: `static`'s functions, each step's logits written into one fixed output
+    tensor, as a CUDA graph's replay does."""
 
     def __init__(self, static):
-        self.static = static
+        self.static, self.outputs = static, {}
+
+    def output(self, name: str, logits: torch.Tensor) -> torch.Tensor:
+        return self.outputs.setdefault(name, torch.empty_like(logits)).copy_(logits)
 
     def prefill(self):
-        self.prefill_logits = self.static.prefill()
-        return self.prefill_logits
+        return self.output("prefill", self.static.prefill())
 
     def decode(self):
-        logits = self.static.decode()
-        if not hasattr(self, "decode_logits"):
-            self.decode_logits = torch.empty_like(logits)
-        return self.decode_logits.copy_(logits)
+        return self.output("decode", self.static.decode())
 
 
-class OverwrittenOutput:
+class OverwrittenOutput(Replay):
     """A faulty replay: every decode step returns the prefill's output, as when a graph's output is read after the
     next replay overwrote it."""
 
-    def __init__(self, static):
-        self.static = static
-
-    def prefill(self):
-        self.output = self.static.prefill()
-        return self.output
-
     def decode(self):
         self.static.decode()
-        return self.output
+        return self.outputs["prefill"]
 
 
-class FrozenDecodeStep:
+class FrozenDecodeStep(Replay):
     """A faulty replay: every token decodes as the first, as when a graph froze a host-side step number at capture."""
-
-    def __init__(self, static):
-        self.static = static
-
-    def prefill(self):
-        return self.static.prefill()
 
     def decode(self):
         step = self.static.decode_step.clone()
         self.static.decode_step.zero_()
-        logits = self.static.decode()
+        logits = super().decode()
         self.static.decode_step.copy_(step)
         return logits
 
@@ -175,7 +162,7 @@ def test_a_graph_replay_that_departs_from_its_step_is_caught(fast_policy):
     difference = lambda replayed: fast_step.replay_difference(  # noqa: E731
         static, replayed, step.num_decode_steps, openvla_policy.ACTION_TOKEN_BEGIN
     )
-    assert difference(static) == 0.0 and difference(ReplayedInPlace(static)) == 0.0
+    assert difference(static) == 0.0 and difference(Replay(static)) == 0.0
     assert difference(OverwrittenOutput(static)) > 10 * fast_step.REPLAY_TOLERANCE
     assert difference(FrozenDecodeStep(static)) > 2 * fast_step.REPLAY_TOLERANCE
     with torch.no_grad():
